@@ -1,0 +1,54 @@
+# Every target bootstraps .venv itself, so a fresh clone needs nothing installed by hand.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: help install dev demo test lint typecheck unit bench soak docs clean
+
+help:
+	@echo "make demo   - create $(VENV), install quiv, run examples/demo.py"
+	@echo "make test   - create $(VENV), install dev extras, run lint, type check and tests"
+	@echo "make bench  - run the benchmark suite (benchmarks/), print a table, write JSON"
+	@echo "make soak   - run the long mixed-workload soak (not part of CI)"
+	@echo "make docs   - build the documentation site with mkdocs --strict"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(STAMP)
+
+demo: $(VENV)/.installed
+	$(BIN)/python examples/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache site build dist

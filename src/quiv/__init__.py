@@ -1,0 +1,61 @@
+"""quiv: an asyncio-native, in-process task scheduler.
+
+``AsyncQuiv`` runs on your event loop; ``Quiv`` is the same scheduler behind a
+blocking API for scripts and sync code.
+"""
+
+from ._clock import Clock as Clock
+from ._clock import SystemClock as SystemClock
+from ._clock import VirtualClock as VirtualClock
+from ._config import QuivConfig as QuivConfig
+from ._core import AsyncQuiv as AsyncQuiv
+from ._exceptions import ConfigurationError as ConfigurationError
+from ._exceptions import HandlerNotRegisteredError as HandlerNotRegisteredError
+from ._exceptions import InvalidTimezoneError as InvalidTimezoneError
+from ._exceptions import JobNotFoundError as JobNotFoundError
+from ._exceptions import QuivError as QuivError
+from ._exceptions import SchedulerClosedError as SchedulerClosedError
+from ._exceptions import SchedulerStateError as SchedulerStateError
+from ._exceptions import TaskNotFoundError as TaskNotFoundError
+from ._exceptions import TaskNotScheduledError as TaskNotScheduledError
+from ._models import Event as Event
+from ._models import Job as Job
+from ._models import JobStatus as JobStatus
+from ._models import Task as Task
+from ._models import TaskStatus as TaskStatus
+from ._sync import Quiv as Quiv
+from ._version import __version__ as __version__
+
+__all__ = [
+    "AsyncQuiv",
+    "Clock",
+    "ConfigurationError",
+    "Event",
+    "HandlerNotRegisteredError",
+    "InvalidTimezoneError",
+    "Job",
+    "JobNotFoundError",
+    "JobStatus",
+    "Quiv",
+    "QuivConfig",
+    "QuivError",
+    "SchedulerClosedError",
+    "SchedulerStateError",
+    "SystemClock",
+    "Task",
+    "TaskNotFoundError",
+    "TaskNotScheduledError",
+    "TaskStatus",
+    "VirtualClock",
+    "__version__",
+]
+
+# Show the public home in reprs, tracebacks and generated docs.
+for _name in __all__:
+    _obj = globals()[_name]
+    if hasattr(_obj, "__module__") and _name != "__version__":
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

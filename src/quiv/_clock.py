@@ -1,0 +1,89 @@
+"""Time, read through one injectable object.
+
+The scheduler reads two clocks: a monotonic one for arithmetic on due times
+(immune to wall-clock jumps) and the UTC wall clock for the timestamps it
+records. Waiting goes through the clock too, so a test can swap in
+:class:`VirtualClock` and step time forward instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+import anyio
+
+__all__ = ["Clock", "SystemClock", "VirtualClock"]
+
+
+class Clock(Protocol):
+    """What the scheduler needs from time."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes backwards; used for due times."""
+        ...
+
+    def now(self) -> datetime:
+        """The current UTC-aware wall-clock time; used for records."""
+        ...
+
+    async def wait(self, wakeup: anyio.Event, deadline: float | None) -> None:
+        """Return once ``wakeup`` is set or ``monotonic()`` reaches ``deadline``."""
+        ...
+
+
+class SystemClock:
+    """The real clocks: ``time.monotonic`` (the event loop's own) and UTC now."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    async def wait(self, wakeup: anyio.Event, deadline: float | None) -> None:
+        if deadline is None:
+            await wakeup.wait()
+            return
+        with anyio.move_on_after(deadline - time.monotonic()):
+            await wakeup.wait()
+
+
+class VirtualClock:
+    """A clock that moves only when told to, for deterministic tests.
+
+    Use it on the scheduler's event loop: ``advance`` wakes every sleeper whose
+    deadline it passes. Handlers still run for real; only the scheduler's notion
+    of "now" is virtual.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._start = start or datetime(2030, 1, 1, tzinfo=timezone.utc)
+        self._elapsed = 0.0
+        self._sleepers: dict[anyio.Event, float] = {}
+
+    def monotonic(self) -> float:
+        return self._elapsed
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=self._elapsed)
+
+    async def wait(self, wakeup: anyio.Event, deadline: float | None) -> None:
+        if deadline is not None:
+            if deadline <= self._elapsed:
+                return
+            self._sleepers[wakeup] = deadline
+        try:
+            await wakeup.wait()
+        finally:
+            self._sleepers.pop(wakeup, None)
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` and wake the sleepers now due."""
+        if seconds < 0:
+            raise ValueError("a clock cannot go backwards")
+        self._elapsed += seconds
+        for wakeup, deadline in list(self._sleepers.items()):
+            if deadline <= self._elapsed:
+                wakeup.set()

@@ -1,0 +1,215 @@
+"""Delivery of progress payloads and lifecycle events to user callbacks.
+
+Every callback quiv makes to user code, listeners and progress callbacks alike,
+is a :class:`Delivery` sent through one anyio memory object stream to one
+dispatcher task. One consumer means one order: a job's ``job_started``, its
+progress payloads and its final event reach callbacks in the order they
+happened.
+
+Producers on the event loop send directly. Worker threads cannot touch the
+stream (it is not thread-safe), so they append to an inbox and the first
+append of a batch schedules a single hand-off onto the loop: a burst of
+progress from a thread costs one loop wake-up, not one per payload. A thread
+that gets too far ahead of the dispatcher waits for it, so memory stays
+bounded and no payload is dropped.
+
+Where callbacks run is the sink's business: on the scheduler's own loop, or
+forwarded in batches to a host loop in another thread (the sync facade inside
+a FastAPI app). A callback that raises is logged and never stops delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = ["Delivery", "Dispatcher"]
+
+#: Undelivered callbacks at which a worker thread posting more waits for the dispatcher.
+HIGH_WATER = 10_000
+#: ...and the level the backlog must fall back to before it goes on.
+LOW_WATER = HIGH_WATER // 2
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One call to make: ``callback(*args, **kwargs)``, awaited if it returns an awaitable."""
+
+    callback: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] | None = None
+
+
+def _describe(callback: Callable[..., Any]) -> str:
+    return getattr(callback, "__qualname__", None) or repr(callback)
+
+
+async def _invoke(delivery: Delivery, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    try:
+        result = delivery.callback(*delivery.args, **(delivery.kwargs or {}))
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        logger.exception("quiv callback %s raised; delivery goes on", _describe(delivery.callback))
+
+
+class _HostLoopSink:
+    """Runs callbacks on another asyncio loop, in order, without ever waiting for it.
+
+    Batches are handed over with ``call_soon_threadsafe``; on the host loop one
+    short-lived pump task runs them in order and exits when it runs dry.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+    ) -> None:
+        self._loop = loop
+        self._logger = logger
+        self._pending: deque[Delivery] = deque()  # touched on the host loop only
+        self._pump: asyncio.Task[None] | None = None
+
+    def forward(self, batch: list[Delivery]) -> bool:
+        """Hand ``batch`` to the host loop; False if that loop is gone."""
+        try:
+            self._loop.call_soon_threadsafe(self._accept, batch)
+        except RuntimeError:  # the host loop is closed
+            return False
+        return True
+
+    def _accept(self, batch: list[Delivery]) -> None:
+        self._pending.extend(batch)
+        if self._pump is None or self._pump.done():
+            self._pump = self._loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        pending = self._pending
+        while pending:
+            await _invoke(pending.popleft(), self._logger)
+
+
+class Dispatcher:
+    """The stream of deliveries and the one task that consumes it."""
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        self._logger = logger
+        # Unbounded on purpose: loop-side producers are synchronous transitions that
+        # must not fail or wait; memory is bounded where it can grow fast, in the inbox.
+        send, receive = anyio.create_memory_object_stream[Delivery](math.inf)
+        self._send: MemoryObjectSendStream[Delivery] = send
+        self._receive: MemoryObjectReceiveStream[Delivery] = receive
+        self._inbox: deque[Delivery] = deque()
+        self._inbox_lock = threading.Lock()
+        self._room = threading.Condition(self._inbox_lock)
+        self._handoff_pending = False
+        self._waiters = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._sink: _HostLoopSink | None = None
+        self._closed = False
+
+    def bind(
+        self, loop: asyncio.AbstractEventLoop, host_loop: asyncio.AbstractEventLoop | None
+    ) -> None:
+        """Attach to the running loop; deliver on ``host_loop`` if it is another loop."""
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        if host_loop is not None and host_loop is not loop:
+            self._sink = _HostLoopSink(host_loop, self._logger)
+
+    def post(self, delivery: Delivery) -> None:
+        """Queue a delivery from any thread."""
+        if self._loop_thread is None or threading.get_ident() == self._loop_thread:
+            self._post_on_loop(delivery)
+        else:
+            self._post_from_thread(delivery)
+
+    def post_many(self, deliveries: Iterable[Delivery]) -> None:
+        for delivery in deliveries:
+            self.post(delivery)
+
+    def _post_on_loop(self, delivery: Delivery) -> None:
+        try:
+            self._send.send_nowait(delivery)
+        except anyio.ClosedResourceError:
+            self._logger.debug("quiv dropped a callback posted after shutdown")
+
+    def _post_from_thread(self, delivery: Delivery) -> None:
+        with self._inbox_lock:
+            while self._backlog() >= HIGH_WATER and not self._closed:
+                self._waiters += 1
+                try:
+                    self._room.wait(timeout=1.0)
+                finally:
+                    self._waiters -= 1
+            self._inbox.append(delivery)
+            if self._handoff_pending:
+                return
+            self._handoff_pending = True
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self.drain_inbox)
+        except RuntimeError:  # loop already closed: nobody is left to deliver to
+            with self._inbox_lock:
+                self._inbox.clear()
+                self._handoff_pending = False
+
+    def _backlog(self) -> int:
+        return len(self._inbox) + self._receive.statistics().current_buffer_used
+
+    def drain_inbox(self) -> None:
+        """Move what worker threads posted into the stream; call on the loop.
+
+        Everything moves at once, so a later loop-side post can never overtake it.
+        """
+        with self._inbox_lock:
+            batch = list(self._inbox)
+            self._inbox.clear()
+            self._handoff_pending = False
+        for delivery in batch:
+            self._post_on_loop(delivery)
+
+    def _release_waiters(self) -> None:
+        if self._waiters and self._backlog() <= LOW_WATER:
+            with self._inbox_lock:
+                self._room.notify_all()
+
+    async def run(self) -> None:
+        """Deliver until :meth:`close` is called and everything queued is delivered."""
+        receive = self._receive
+        async with receive:
+            async for delivery in receive:
+                if self._sink is None:
+                    await _invoke(delivery, self._logger)
+                    self._release_waiters()
+                    continue
+                batch = [delivery]
+                while True:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                if not self._sink.forward(batch):
+                    self._sink = None
+                    for item in batch:
+                        await _invoke(item, self._logger)
+                self._release_waiters()
+
+    def close(self) -> None:
+        """Stop accepting deliveries; :meth:`run` returns once the backlog is delivered."""
+        self.drain_inbox()
+        with self._inbox_lock:
+            self._closed = True
+            self._room.notify_all()
+        self._send.close()

@@ -1,0 +1,98 @@
+"""The errors quiv raises.
+
+Every error derives from :class:`QuivError`, so ``except QuivError`` catches
+anything the library raises on purpose. Each class also derives from the
+closest builtin, so code that already catches ``ValueError``, ``LookupError``
+or ``RuntimeError`` keeps working::
+
+    QuivError
+    ├── ConfigurationError          (ValueError)   bad argument or option
+    │   └── InvalidTimezoneError                   unknown zone name
+    ├── TaskNotFoundError           (LookupError)  no task with that id
+    │   └── HandlerNotRegisteredError              run_task_immediately on an unknown id
+    ├── JobNotFoundError            (LookupError)  no job with that id
+    ├── TaskNotScheduledError       (RuntimeError) run-once task already consumed
+    └── SchedulerStateError         (RuntimeError) call not possible in this state
+        └── SchedulerClosedError                   the scheduler has shut down
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "HandlerNotRegisteredError",
+    "InvalidTimezoneError",
+    "JobNotFoundError",
+    "QuivError",
+    "SchedulerClosedError",
+    "SchedulerStateError",
+    "TaskNotFoundError",
+    "TaskNotScheduledError",
+]
+
+
+class QuivError(Exception):
+    """Base class of every error quiv raises on purpose."""
+
+
+class ConfigurationError(QuivError, ValueError):
+    """Raised when an argument or option is invalid; nothing was changed."""
+
+
+class InvalidTimezoneError(ConfigurationError):
+    """Raised when ``timezone`` names no known IANA zone and is not a ``tzinfo``."""
+
+    def __init__(self, timezone: object) -> None:
+        self.timezone = timezone
+        super().__init__(
+            f"unknown timezone {timezone!r}: pass an IANA name such as 'Europe/Paris' "
+            "or a datetime.tzinfo instance"
+        )
+
+
+class TaskNotFoundError(QuivError, LookupError):
+    """Raised when no task has the given id (it was never added, or was removed)."""
+
+    def __init__(self, task_id: object) -> None:
+        self.task_id = task_id
+        super().__init__(f"no task with id {task_id!r}")
+
+
+class HandlerNotRegisteredError(TaskNotFoundError):
+    """Raised by ``run_task_immediately`` when no handler is registered for the id."""
+
+    def __init__(self, task_id: object) -> None:
+        super().__init__(task_id)
+        self.args = (f"no handler registered for task id {task_id!r}",)
+
+
+class JobNotFoundError(QuivError, LookupError):
+    """Raised when no job has the given id (never existed, or purged by retention)."""
+
+    def __init__(self, job_id: object) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r}")
+
+
+class TaskNotScheduledError(QuivError, RuntimeError):
+    """Raised by ``run_task_immediately`` for a run-once task whose run already began."""
+
+    def __init__(self, task_id: object) -> None:
+        self.task_id = task_id
+        super().__init__(
+            f"task {task_id!r} is a run-once task whose single run has already started; "
+            "add it again to run it once more"
+        )
+
+
+class SchedulerStateError(QuivError, RuntimeError):
+    """Raised when a call cannot be served in the scheduler's current state or thread."""
+
+
+class SchedulerClosedError(SchedulerStateError):
+    """Raised when the scheduler is used after it has shut down."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this scheduler has shut down; create a new Quiv/AsyncQuiv instance to schedule again"
+        )

@@ -1,0 +1,110 @@
+"""Public data: the ``Task`` and ``Job`` snapshots, their statuses and the events.
+
+``Task`` and ``Job`` are frozen pydantic models, so a FastAPI endpoint can
+return them as they are (datetimes are UTC-aware and serialise with ``Z``).
+They are snapshots: a later change to the scheduler never mutates one you hold.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Event", "Job", "JobStatus", "Task", "TaskStatus"]
+
+
+class Event(str, enum.Enum):
+    """Lifecycle events a listener can subscribe to with ``add_listener``.
+
+    ``TASK_*`` listeners are called as ``callback(event, task)``;
+    ``JOB_*`` listeners as ``callback(event, task, job)``.
+    """
+
+    TASK_ADDED = "task_added"
+    TASK_REMOVED = "task_removed"
+    TASK_PAUSED = "task_paused"
+    TASK_RESUMED = "task_resumed"
+    JOB_STARTED = "job_started"
+    JOB_COMPLETED = "job_completed"
+    JOB_FAILED = "job_failed"
+    JOB_CANCELLED = "job_cancelled"
+
+    @property
+    def is_job_event(self) -> bool:
+        return self.value.startswith("job_")
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a task stands: eligible to run, running now, or paused."""
+
+    ACTIVE = "active"
+    RUNNING = "running"
+    PAUSED = "paused"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class JobStatus(str, enum.Enum):
+    """Where one execution stands.
+
+    ``scheduled`` means due but waiting for a free slot in the pool; the three
+    final states are ``completed``, ``cancelled`` and ``failed``.
+    """
+
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_FINAL = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED})
+
+
+class Task(BaseModel):
+    """A snapshot of one scheduled task, as returned by ``get_task``/``get_all_tasks``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    task_name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    interval_seconds: float
+    fixed_interval: bool
+    run_once: bool
+    status: TaskStatus
+    next_run_at: datetime
+
+
+class Job(BaseModel):
+    """A snapshot of one execution of a task, as returned by ``get_job``/``get_all_jobs``.
+
+    ``started_at`` is when the job began running (for a ``scheduled`` job, when it
+    became due); ``ended_at`` and ``duration_seconds`` are set once it ends.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    task_id: str
+    task_name: str
+    status: JobStatus
+    started_at: datetime
+    ended_at: datetime | None = None
+    duration_seconds: float | None = None
+    error_message: str | None = None

@@ -1,0 +1,172 @@
+"""Running one job: build the call, run it where it belongs, classify the outcome.
+
+Async handlers run as tasks on the scheduler's loop. Sync handlers run in a
+worker thread through ``anyio.to_thread.run_sync``. Either way the job has
+already borrowed one token of the pool limiter (see ``_core``), so the pool
+bounds both kinds together.
+
+The outcome is always one of three statuses, whatever the handler throws:
+``completed``, ``cancelled`` (it returned after its stop event was set, or
+shutdown cut it off) or ``failed`` (it raised anything, ``BaseException``
+subclasses included, or returned an awaitable from a sync function).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import pickle
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from ._models import JobStatus
+from ._registry import JobEntry
+
+__all__ = [
+    "INJECTABLE",
+    "Outcome",
+    "current_job_id",
+    "injected_names",
+    "is_async_callable",
+    "run_job",
+]
+
+INJECTABLE = frozenset({"_job_id", "_stop_event", "_progress_hook"})
+
+Outcome = tuple[JobStatus, "str | None"]
+
+_thread_state = threading.local()
+
+
+def current_job_id() -> str | None:
+    """The id of the sync job running in this worker thread, if any."""
+    return getattr(_thread_state, "job_id", None)
+
+
+def is_async_callable(func: object) -> bool:
+    """True for ``async def`` functions, partials of them and objects with async ``__call__``."""
+    while hasattr(func, "func") and hasattr(func, "args"):  # functools.partial
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - we want the bound __call__
+    )
+
+
+def injected_names(func: Callable[..., Any]) -> frozenset[str]:
+    """Which of ``_job_id``/``_stop_event``/``_progress_hook`` ``func`` can accept."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: inject nothing
+        return frozenset()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return INJECTABLE
+    return frozenset(
+        p.name
+        for p in parameters
+        if p.name in INJECTABLE
+        and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    )
+
+
+def _describe_error(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _arguments(
+    job: JobEntry, progress_hook: Callable[..., None]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    task = job.task
+    args: tuple[Any, ...] = pickle.loads(task.args_blob)  # a fresh copy for every run
+    kwargs: dict[str, Any] = pickle.loads(task.kwargs_blob)
+    if task.injected:
+        if "_job_id" in task.injected:
+            kwargs["_job_id"] = job.id
+        if "_stop_event" in task.injected:
+            kwargs["_stop_event"] = job.stop_event
+        if "_progress_hook" in task.injected:
+            kwargs["_progress_hook"] = progress_hook
+    return args, kwargs
+
+
+def _settle(job: JobEntry, error: str | None) -> Outcome:
+    if error is not None:
+        return JobStatus.FAILED, error
+    if job.stop_event.is_set():
+        return JobStatus.CANCELLED, None
+    return JobStatus.COMPLETED, None
+
+
+def _call_in_thread(
+    job: JobEntry, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Outcome:
+    # Runs in the worker thread. Nothing may escape: a KeyboardInterrupt raised by
+    # handler code is that job's failure, not the scheduler's.
+    _thread_state.job_id = job.id
+    try:
+        result = func(*args, **kwargs)
+        if inspect.isawaitable(result):
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            return JobStatus.FAILED, (
+                "TypeError: the sync handler returned an awaitable; declare it 'async def' "
+                "so quiv awaits it on the event loop"
+            )
+    except BaseException as exc:
+        return JobStatus.FAILED, _describe_error(exc)
+    finally:
+        _thread_state.job_id = None
+    return _settle(job, None)
+
+
+async def run_job(
+    job: JobEntry,
+    progress_hook: Callable[..., None],
+    thread_limiter: anyio.CapacityLimiter,
+) -> Outcome:
+    """Run ``job`` to its end and say how it ended. Never raises, except host cancellation."""
+    task = job.task
+    try:
+        args, kwargs = _arguments(job, progress_hook)
+    except Exception as exc:
+        return JobStatus.FAILED, f"could not prepare arguments: {_describe_error(exc)}"
+    with anyio.CancelScope() as scope:
+        job.scope = scope
+        if not task.is_async:
+            return await anyio.to_thread.run_sync(
+                _call_in_thread,
+                job,
+                task.func,
+                args,
+                kwargs,
+                limiter=thread_limiter,
+                abandon_on_cancel=True,
+            )
+        cancelled = anyio.get_cancelled_exc_class()
+        try:
+            await task.func(*args, **kwargs)
+        except cancelled as exc:
+            if scope.cancel_called:
+                raise  # ours (shutdown cut it off): the scope absorbs it below
+            if _host_is_cancelling():
+                raise
+            return JobStatus.FAILED, _describe_error(exc)
+        except BaseException as exc:
+            return JobStatus.FAILED, _describe_error(exc)
+        return _settle(job, None)
+    return JobStatus.CANCELLED, "stopped by shutdown after the grace period"
+
+
+def _host_is_cancelling() -> bool:
+    """Whether the task running us is really being cancelled, not just handed a raise.
+
+    Python 3.10 cannot tell; there a stray cancellation counts as the handler's
+    failure, and anyio re-delivers a genuine one at the next checkpoint anyway.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False

@@ -1,0 +1,306 @@
+"""``Quiv``: the blocking facade over ``AsyncQuiv``.
+
+The facade owns no scheduling logic. ``start()`` runs an ``AsyncQuiv`` on a
+private event loop in a daemon thread (an anyio blocking portal), and every
+method forwards to the coroutine of the same name. How it forwards depends on
+the calling thread:
+
+* any ordinary thread (a script, a threadpool worker, a sync handler):
+  ``portal.call``, which runs the coroutine on the private loop and waits;
+* the private loop's own thread (inside an async handler, a listener or a
+  callback quiv runs there): ``portal.call`` would deadlock, so the coroutine
+  is driven inline. That works because the core's methods never suspend;
+* before ``start()``: inline as well, so tasks can be added up front.
+
+A host event loop (FastAPI's) only ever receives callbacks, fire-and-forget;
+the private loop never waits for it, so blocking calls made on the host loop,
+``shutdown()`` in a lifespan included, cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import ExitStack, asynccontextmanager
+from datetime import tzinfo
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from ._clock import Clock
+from ._config import QuivConfig
+from ._core import AsyncQuiv
+from ._exceptions import SchedulerClosedError, SchedulerStateError
+from ._models import Event, Job, Task
+from ._runner import current_job_id
+from ._types import Handler, Listener, ProgressCallback
+
+if sys.version_info >= (3, 11):
+    from typing import Self, TypeVarTuple, Unpack
+else:
+    from typing_extensions import Self, TypeVarTuple, Unpack
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    _AnyLogger: TypeAlias = logging.Logger | logging.LoggerAdapter[Any]
+
+__all__ = ["Quiv"]
+
+Ts = TypeVarTuple("Ts")
+T = TypeVar("T")
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def _run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends to completion, right here."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise SchedulerStateError(
+        "this call has to wait, which is impossible on the scheduler's own loop thread; "
+        "await the AsyncQuiv method instead"
+    )
+
+
+def _adopt_loop_thread() -> int:
+    threading.current_thread().name = "quiv-loop"
+    return threading.get_ident()
+
+
+class Quiv:
+    """The scheduler with a blocking API, for scripts and sync code.
+
+    Same options and behaviour as :class:`quiv.AsyncQuiv`, which it runs on a
+    private event loop thread between :meth:`start` and :meth:`shutdown`::
+
+        with Quiv() as scheduler:
+            scheduler.add_task("cleanup", cleanup, interval=3600)
+
+    Every method may be called from any thread: the main thread, a threadpool
+    worker, a handler, a listener, or a coroutine on a host event loop. Tasks
+    added before :meth:`start` run once it is called.
+
+    ``main_loop`` is where listeners and progress callbacks run; when not given,
+    it is the loop running in the thread that calls :meth:`start`, if any, else
+    the private loop.
+    """
+
+    def __init__(
+        self,
+        config: QuivConfig | None = None,
+        pool_size: int = 10,
+        history_retention_seconds: float = 86400,
+        timezone: str | tzinfo = "UTC",
+        *,
+        logger: _AnyLogger | None = None,
+        main_loop: asyncio.AbstractEventLoop | None = None,
+        clock: Clock | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self._core = AsyncQuiv(
+            config,
+            pool_size,
+            history_retention_seconds,
+            timezone,
+            logger=logger,
+            main_loop=main_loop,
+            clock=clock,
+            shutdown_timeout=shutdown_timeout,
+        )
+        self._lock = threading.RLock()
+        self._state = _State.UNOPENED
+        self._portal: BlockingPortal | None = None
+        self._stack: ExitStack | None = None
+        self._loop_thread: int | None = None
+
+    @property
+    def config(self) -> QuivConfig:
+        """The options this scheduler runs with."""
+        return self._core.config
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the scheduler on its private loop thread. Calling it again does nothing.
+
+        Raises:
+            SchedulerClosedError: if the scheduler has already shut down.
+        """
+        with self._lock:
+            if self._state is _State.OPEN:
+                return
+            if self._state is _State.CLOSED:
+                raise SchedulerClosedError()
+            try:
+                self._core._adopt_main_loop(asyncio.get_running_loop())
+            except RuntimeError:
+                pass  # no host loop: callbacks run on the private loop
+            with ExitStack() as stack:
+                portal = stack.enter_context(start_blocking_portal())
+                self._loop_thread = portal.call(_adopt_loop_thread)
+                stack.enter_context(portal.wrap_async_context_manager(self._core))
+                self._stack = stack.pop_all()
+            self._portal = portal
+            self._state = _State.OPEN
+
+    def startup(self) -> None:
+        """Alias of :meth:`start`."""
+        self.start()
+
+    def shutdown(self) -> None:
+        """Stop the scheduler: signal running jobs, wait for them, delete the database.
+
+        Waits up to ``shutdown_timeout`` for jobs to honour their stop event.
+        Calling it again does nothing. Called from inside a handler, listener or
+        callback, it cannot wait for itself: it starts the shutdown in a helper
+        thread and returns at once.
+        """
+        if current_job_id() is not None or threading.get_ident() == self._loop_thread:
+            threading.Thread(target=self.shutdown, name="quiv-shutdown", daemon=True).start()
+            return
+        with self._lock:
+            if self._state is not _State.OPEN:
+                self._state = _State.CLOSED
+                self._core._close_unopened()
+                return
+            stack, self._stack = self._stack, None
+            try:
+                if stack is not None:
+                    stack.close()
+            finally:
+                self._state = _State.CLOSED
+                self._portal = None
+
+    def stop(self) -> None:
+        """Alias of :meth:`shutdown`."""
+        self.shutdown()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    @asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """Start and stop with a Starlette/FastAPI app: ``FastAPI(lifespan=scheduler.lifespan)``.
+
+        Callbacks run on the app's loop; starting and stopping happen in a worker
+        thread so the app's loop keeps serving callbacks meanwhile.
+        """
+        self._core._adopt_main_loop(asyncio.get_running_loop())
+        await anyio.to_thread.run_sync(self.start)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.shutdown)
+
+    # -- forwarding ---------------------------------------------------------
+
+    def _call(self, method: Callable[[Unpack[Ts]], Coroutine[Any, Any, T]], *args: Unpack[Ts]) -> T:
+        portal = self._portal
+        if portal is not None and threading.get_ident() != self._loop_thread:
+            try:
+                result: T = portal.call(method, *args)
+                return result
+            except RuntimeError as exc:
+                if self._portal is None:  # shut down while we were calling
+                    raise SchedulerClosedError() from exc
+                raise
+        if threading.get_ident() == self._loop_thread:
+            return _run_inline(method(*args))
+        with self._lock:  # before start (or after shutdown): serialise callers
+            return _run_inline(method(*args))
+
+    # -- the public API: blocking forms of AsyncQuiv's methods ----------------
+
+    def add_task(
+        self,
+        task_name: str,
+        func: Handler,
+        interval: float,
+        delay: float = 0,
+        run_once: bool = False,
+        fixed_interval: bool = True,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        progress_callback: ProgressCallback | None = None,
+    ) -> str:
+        """Blocking form of :meth:`AsyncQuiv.add_task`."""
+        return self._call(
+            self._core.add_task,
+            task_name,
+            func,
+            interval,
+            delay,
+            run_once,
+            fixed_interval,
+            args,
+            kwargs,
+            progress_callback,
+        )
+
+    def run_task_immediately(self, task_id: str) -> int:
+        """Blocking form of :meth:`AsyncQuiv.run_task_immediately`."""
+        return self._call(self._core.run_task_immediately, task_id)
+
+    def pause_task(self, task_id: str) -> None:
+        """Blocking form of :meth:`AsyncQuiv.pause_task`."""
+        return self._call(self._core.pause_task, task_id)
+
+    def resume_task(self, task_id: str, delay: int = 0) -> None:
+        """Blocking form of :meth:`AsyncQuiv.resume_task`."""
+        return self._call(self._core.resume_task, task_id, delay)
+
+    def cancel_job(self, job_id: str) -> bool:
+        """Blocking form of :meth:`AsyncQuiv.cancel_job`."""
+        return self._call(self._core.cancel_job, job_id)
+
+    def remove_task(self, task_id: str) -> None:
+        """Blocking form of :meth:`AsyncQuiv.remove_task`."""
+        return self._call(self._core.remove_task, task_id)
+
+    def get_task(self, task_id: str) -> Task:
+        """Blocking form of :meth:`AsyncQuiv.get_task`."""
+        return self._call(self._core.get_task, task_id)
+
+    def get_job(self, job_id: str) -> Job:
+        """Blocking form of :meth:`AsyncQuiv.get_job`."""
+        return self._call(self._core.get_job, job_id)
+
+    def get_all_tasks(self, include_run_once: bool = False) -> list[Task]:
+        """Blocking form of :meth:`AsyncQuiv.get_all_tasks`."""
+        return self._call(self._core.get_all_tasks, include_run_once)
+
+    def get_all_jobs(self, status: str | None = None) -> list[Job]:
+        """Blocking form of :meth:`AsyncQuiv.get_all_jobs`."""
+        return self._call(self._core.get_all_jobs, status)
+
+    def add_listener(self, event: Event, callback: Listener) -> None:
+        """Blocking form of :meth:`AsyncQuiv.add_listener`."""
+        return self._call(self._core.add_listener, event, callback)
+
+    def remove_listener(self, event: Event, callback: Listener) -> None:
+        """Blocking form of :meth:`AsyncQuiv.remove_listener`."""
+        return self._call(self._core.remove_listener, event, callback)
