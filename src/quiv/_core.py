@@ -190,6 +190,7 @@ class AsyncQuiv:
         # and to_thread.run_sync would try to borrow from its limiter again.
         self._threads = anyio.CapacityLimiter(self._config.pool_size)
         self._dispatcher.bind(asyncio.get_running_loop(), self._main_loop)
+        self._store.start()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -215,8 +216,8 @@ class AsyncQuiv:
                 await self._close()
         finally:
             self._state = _State.CLOSED
-            self._task_group = None
             result = await task_group.__aexit__(exc_type, exc, traceback)
+            self._task_group = None
         self._logger.debug("quiv scheduler stopped")
         return result
 
@@ -301,7 +302,7 @@ class AsyncQuiv:
     async def _scheduler_loop(self) -> None:
         assert self._loop_scope is not None
         with self._loop_scope:
-            while True:
+            while self._state is _State.OPEN:
                 deadline = self._tick()
                 self._wakeup = anyio.Event()
                 await self._clock.wait(self._wakeup, deadline)

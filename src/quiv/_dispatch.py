@@ -104,11 +104,10 @@ class Dispatcher:
 
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
         self._logger = logger
-        # Unbounded on purpose: loop-side producers are synchronous transitions that
-        # must not fail or wait; memory is bounded where it can grow fast, in the inbox.
-        send, receive = anyio.create_memory_object_stream[Delivery](math.inf)
-        self._send: MemoryObjectSendStream[Delivery] = send
-        self._receive: MemoryObjectReceiveStream[Delivery] = receive
+        # Created by bind(), on the loop; until then (tasks added before start) posts wait here.
+        self._early: list[Delivery] = []
+        self._send: MemoryObjectSendStream[Delivery] | None = None
+        self._receive: MemoryObjectReceiveStream[Delivery] | None = None
         self._inbox: deque[Delivery] = deque()
         self._inbox_lock = threading.Lock()
         self._room = threading.Condition(self._inbox_lock)
@@ -123,6 +122,13 @@ class Dispatcher:
         self, loop: asyncio.AbstractEventLoop, host_loop: asyncio.AbstractEventLoop | None
     ) -> None:
         """Attach to the running loop; deliver on ``host_loop`` if it is another loop."""
+        # Unbounded on purpose: loop-side producers are synchronous transitions that
+        # must not fail or wait. Worker threads, which can flood it, are held back
+        # by the high-water mark instead.
+        self._send, self._receive = anyio.create_memory_object_stream[Delivery](math.inf)
+        for delivery in self._early:
+            self._send.send_nowait(delivery)
+        self._early.clear()
         self._loop = loop
         self._loop_thread = threading.get_ident()
         if host_loop is not None and host_loop is not loop:
@@ -140,6 +146,9 @@ class Dispatcher:
             self.post(delivery)
 
     def _post_on_loop(self, delivery: Delivery) -> None:
+        if self._send is None:
+            self._early.append(delivery)
+            return
         try:
             self._send.send_nowait(delivery)
         except anyio.ClosedResourceError:
@@ -166,7 +175,8 @@ class Dispatcher:
                 self._handoff_pending = False
 
     def _backlog(self) -> int:
-        return len(self._inbox) + self._receive.statistics().current_buffer_used
+        buffered = 0 if self._receive is None else self._receive.statistics().current_buffer_used
+        return len(self._inbox) + buffered
 
     def drain_inbox(self) -> None:
         """Move what worker threads posted into the stream; call on the loop.
@@ -188,6 +198,7 @@ class Dispatcher:
     async def run(self) -> None:
         """Deliver until :meth:`close` is called and everything queued is delivered."""
         receive = self._receive
+        assert receive is not None, "bind() first"
         async with receive:
             async for delivery in receive:
                 if self._sink is None:
@@ -212,4 +223,5 @@ class Dispatcher:
         with self._inbox_lock:
             self._closed = True
             self._room.notify_all()
-        self._send.close()
+        if self._send is not None:
+            self._send.close()

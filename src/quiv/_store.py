@@ -78,9 +78,10 @@ class Store:
 
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
         self._logger = logger
-        send, receive = anyio.create_memory_object_stream[_Write](float("inf"))
-        self._send: MemoryObjectSendStream[_Write] = send
-        self._receive: MemoryObjectReceiveStream[_Write] = receive
+        # Created by start(); until then (tasks added before start) writes wait here.
+        self._early: list[_Write] = []
+        self._send: MemoryObjectSendStream[_Write] | None = None
+        self._receive: MemoryObjectReceiveStream[_Write] | None = None
         self._directory: Path | None = None
         self._engine: AsyncEngine | None = None
         self.failed_batches = 0
@@ -92,7 +93,18 @@ class Store:
 
     # -- producers (synchronous, any time before close) ---------------------
 
+    def start(self) -> None:
+        """Open the write queue; :meth:`run` must follow in a task."""
+        # Unbounded: writes come from synchronous transitions that must not wait.
+        self._send, self._receive = anyio.create_memory_object_stream[_Write](float("inf"))
+        for write in self._early:
+            self._send.send_nowait(write)
+        self._early.clear()
+
     def _queue(self, write: _Write) -> None:
+        if self._send is None:
+            self._early.append(write)
+            return
         try:
             self._send.send_nowait(write)
         except anyio.ClosedResourceError:
@@ -120,13 +132,15 @@ class Store:
 
     async def run(self) -> None:
         """Commit batches until :meth:`close`; then commit the rest and delete the files."""
+        receive = self._receive
+        assert receive is not None, "start() first"
         try:
-            async with self._receive:
-                async for first in self._receive:
+            async with receive:
+                async for first in receive:
                     batch = [first]
                     while True:
                         try:
-                            batch.append(self._receive.receive_nowait())
+                            batch.append(receive.receive_nowait())
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     await self._commit(batch)
@@ -136,7 +150,8 @@ class Store:
 
     def close(self) -> None:
         """Accept no more writes; :meth:`run` drains what is queued and returns."""
-        self._send.close()
+        if self._send is not None:
+            self._send.close()
 
     async def _commit(self, batch: Sequence[_Write]) -> None:
         tasks: dict[str, dict[str, Any] | None] = {}
