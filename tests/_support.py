@@ -39,13 +39,13 @@ class AsyncRecorder:
     def count(self, event: Event) -> int:
         return sum(1 for record in self.records if record[0] == event.value)
 
-    async def wait_until(self, condition: Callable[[], bool], timeout: float = 5) -> None:
-        with anyio.fail_after(timeout):
+    async def wait_until(self, condition: Callable[[], bool], within: float = 5) -> None:
+        with anyio.fail_after(within):
             while not condition():
                 await self._changed.wait()
 
-    async def wait_for(self, event: Event, count: int = 1, timeout: float = 5) -> None:
-        await self.wait_until(lambda: self.count(event) >= count, timeout)
+    async def wait_for(self, event: Event, count: int = 1, within: float = 5) -> None:
+        await self.wait_until(lambda: self.count(event) >= count, within)
 
 
 class SyncRecorder:
@@ -70,10 +70,10 @@ class SyncRecorder:
         with self._condition:
             return sum(1 for record in self.records if record[0] == event.value)
 
-    def wait_for(self, event: Event, count: int = 1, timeout: float = 5) -> None:
+    def wait_for(self, event: Event, count: int = 1, within: float = 5) -> None:
         with self._condition:
             reached = self._condition.wait_for(
-                lambda: sum(1 for r in self.records if r[0] == event.value) >= count, timeout
+                lambda: sum(1 for r in self.records if r[0] == event.value) >= count, within
             )
         assert reached, f"timed out waiting for {count} x {event.value}: {self.records}"
 

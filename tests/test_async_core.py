@@ -10,9 +10,9 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
-from anyio import wait_all_tasks_blocked
 
 from _support import AsyncRecorder, noop
 from quiv import (
@@ -27,8 +27,10 @@ from quiv import (
     SchedulerStateError,
     TaskNotFoundError,
     TaskNotScheduledError,
-    TaskStatus as QuivTaskStatus,
     VirtualClock,
+)
+from quiv import (
+    TaskStatus as QuivTaskStatus,
 )
 
 DONE = Event.JOB_COMPLETED
@@ -221,7 +223,7 @@ async def test_remove_task_signals_its_running_job() -> None:
 
     async def poll(_stop_event: threading.Event) -> None:
         started.set()
-        while not _stop_event.is_set():
+        while not _stop_event.is_set():  # noqa: ASYNC110 - polling is the point
             await anyio.sleep(0.001)
 
     async with AsyncQuiv() as scheduler:
