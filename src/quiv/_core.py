@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import pickle
 import sys
 import uuid
@@ -69,6 +70,44 @@ _FINAL_EVENT = {
 
 #: Seconds to wait for handlers that were cut off at shutdown to unwind.
 _UNWIND_SECONDS = 1.0
+
+
+class _LateStarts:
+    """Warns when jobs start late because the pool was full, without flooding the log.
+
+    The first late start is reported at once; after that, one summary at most
+    every ``window`` seconds (a backlog of ten thousand jobs is one line, not
+    ten thousand).
+    """
+
+    def __init__(self, logger: _AnyLogger, window: float = 10.0) -> None:
+        self._logger = logger
+        self._window = window
+        self._next_report = -math.inf
+        self._count = 0
+        self._worst = 0.0
+        self._worst_job: JobEntry | None = None
+
+    def record(self, job: JobEntry, delay: float, now: float) -> None:
+        self._count += 1
+        if delay >= self._worst:
+            self._worst, self._worst_job = delay, job
+        if now >= self._next_report:
+            self.report(now)
+
+    def report(self, now: float) -> None:
+        job = self._worst_job
+        if self._count and job is not None:
+            self._logger.warning(
+                "quiv pool was busy: %d job(s) started late, the worst %.3fs after it was due "
+                "(task %r, job %s); consider a larger pool_size",
+                self._count,
+                self._worst,
+                job.task.name,
+                job.id,
+            )
+        self._count, self._worst, self._worst_job = 0, 0.0, None
+        self._next_report = now + self._window
 
 
 class _State(enum.Enum):
@@ -172,6 +211,7 @@ class AsyncQuiv:
         self._services_done: list[anyio.Event] = []
         self._pool: anyio.CapacityLimiter | None = None
         self._threads: anyio.CapacityLimiter | None = None
+        self._late = _LateStarts(self._logger)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -285,6 +325,7 @@ class AsyncQuiv:
                         job.scope.cancel()
                 with anyio.move_on_after(_UNWIND_SECONDS):
                     await self._idle.wait()
+        self._late.report(self._clock.monotonic())
         self._dispatcher.close()
         self._store.close()
         with anyio.move_on_after(max(self._shutdown_timeout, _UNWIND_SECONDS)):
@@ -346,13 +387,7 @@ class AsyncQuiv:
             ready.popleft()
             registry.start_job(job, now, wall)
             if job.queued:
-                self._logger.warning(
-                    "quiv pool was busy: task %r (job %s) started %.3fs after it was due; "
-                    "consider a larger pool_size",
-                    job.task.name,
-                    job.id,
-                    now - job.due,
-                )
+                self._late.record(job, now - job.due, now)
             self._store.save_job(job.to_record())
             self._emit_job(Event.JOB_STARTED, job)
             self._task_group.start_soon(self._run_job, job)
