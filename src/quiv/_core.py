@@ -45,10 +45,11 @@ from ._exceptions import (
 )
 from ._models import Event, Job, JobStatus, Task
 from ._registry import JobEntry, Registry, TaskEntry
-from ._runner import INJECTABLE, injected_names, is_async_callable, run_job
+from ._runner import INJECTABLE, handler_traits
 from ._schedule import validate_delay, validate_interval
 from ._store import Store
 from ._types import Handler, Listener, ProgressCallback
+from ._workers import Workers
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -210,8 +211,10 @@ class AsyncQuiv:
         self._idle: anyio.Event | None = None
         self._services_done: list[anyio.Event] = []
         self._pool: anyio.CapacityLimiter | None = None
-        self._threads: anyio.CapacityLimiter | None = None
+        self._workers: Workers | None = None
         self._late = _LateStarts(self._logger)
+        self._last_tick = -math.inf
+        self._sleeping_until = -math.inf  # the loop's wake-up deadline while it sleeps
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -226,14 +229,14 @@ class AsyncQuiv:
                 raise SchedulerStateError("this scheduler is already running")
             raise SchedulerClosedError()
         self._pool = anyio.CapacityLimiter(self._config.pool_size)
-        # A second limiter sized like the pool: the job already holds a pool token,
-        # and to_thread.run_sync would try to borrow from its limiter again.
-        self._threads = anyio.CapacityLimiter(self._config.pool_size)
         self._dispatcher.bind(asyncio.get_running_loop(), self._main_loop)
         self._store.start()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        self._workers = Workers(
+            task_group, self._config.pool_size, self._on_job_end, self._progress_hook
+        )
         self._state = _State.OPEN
         task_group.start_soon(self._service, self._dispatcher.run, name="quiv-dispatcher")
         task_group.start_soon(self._service, self._store.run, name="quiv-store-writer")
@@ -307,7 +310,7 @@ class AsyncQuiv:
             registry.discard_queued(job)
             self._finish_job(job, JobStatus.CANCELLED, "the scheduler shut down before it started")
         for job in registry.running.values():
-            job.stop_event.set()
+            job.request_stop()
         if registry.running:
             self._idle = anyio.Event()
             with anyio.move_on_after(self._shutdown_timeout):
@@ -320,11 +323,16 @@ class AsyncQuiv:
                     self._shutdown_timeout,
                     ", ".join(f"{j.task.name!r} (job {j.id})" for j in registry.running.values()),
                 )
-                for job in registry.running.values():
-                    if job.scope is not None:
-                        job.scope.cancel()
+                assert self._workers is not None
+                self._workers.abandon()  # async handlers are cancelled and unwind
                 with anyio.move_on_after(_UNWIND_SECONDS):
                     await self._idle.wait()
+                for job in list(registry.running.values()):  # threads cannot be stopped
+                    self._on_job_end(
+                        job, JobStatus.CANCELLED, "abandoned at shutdown: it ignored its stop event"
+                    )
+        if self._workers is not None:
+            self._workers.close()
         self._late.report(self._clock.monotonic())
         self._dispatcher.close()
         self._store.close()
@@ -336,8 +344,9 @@ class AsyncQuiv:
 
     # -- the scheduler loop --------------------------------------------------
 
-    def _wake(self) -> None:
-        if self._wakeup is not None:
+    def _wake_by(self, when: float) -> None:
+        """Make sure the scheduler loop is awake by monotonic time ``when``."""
+        if when < self._sleeping_until and self._wakeup is not None:
             self._wakeup.set()
 
     async def _scheduler_loop(self) -> None:
@@ -346,7 +355,9 @@ class AsyncQuiv:
             while self._state is _State.OPEN:
                 deadline = self._tick()
                 self._wakeup = anyio.Event()
+                self._sleeping_until = math.inf if deadline is None else deadline
                 await self._clock.wait(self._wakeup, deadline)
+                self._sleeping_until = -math.inf  # awake: every change is seen by _tick
 
     def _tick(self) -> float | None:
         """Turn due tasks into jobs, start what the pool allows, purge old history.
@@ -355,10 +366,11 @@ class AsyncQuiv:
         """
         registry, clock = self._registry, self._clock
         now, wall = clock.monotonic(), clock.now()
+        self._last_tick, previous_tick = now, self._last_tick
         for due, task in registry.pop_due(now):
             job = registry.create_job(task, str(uuid.uuid4()), due, wall)
-            self._store.save_job(job.to_record())
-        self._start_ready(now, wall)
+            self._store.save_job(job)
+        self._start_ready(now, wall, waited_if_due_by=previous_tick)
         deadline = registry.next_due()
         oldest = registry.oldest_finished_end()
         if oldest is not None:
@@ -372,35 +384,34 @@ class AsyncQuiv:
                 deadline = oldest + keep if deadline is None else min(deadline, oldest + keep)
         return deadline
 
-    def _start_ready(self, now: float, wall: datetime) -> None:
-        registry, pool = self._registry, self._pool
-        assert pool is not None and self._task_group is not None
+    def _start_ready(self, now: float, wall: datetime, waited_if_due_by: float) -> None:
+        """Start queued jobs while the pool has free slots.
+
+        A job due by ``waited_if_due_by`` had to wait for its slot and counts as late.
+        """
+        registry, pool, workers = self._registry, self._pool, self._workers
+        assert pool is not None and workers is not None
         ready = registry.ready
         while ready:
             job = ready[0]
             try:
                 pool.acquire_on_behalf_of_nowait(job)
             except anyio.WouldBlock:
-                for waiting in ready:
-                    waiting.queued = True
                 return
             ready.popleft()
             registry.start_job(job, now, wall)
-            if job.queued:
+            if job.due <= waited_if_due_by:
                 self._late.record(job, now - job.due, now)
-            self._store.save_job(job.to_record())
+            self._store.save_job(job)
             self._emit_job(Event.JOB_STARTED, job)
-            self._task_group.start_soon(self._run_job, job)
+            workers.submit(job)
 
-    async def _run_job(self, job: JobEntry) -> None:
-        assert self._pool is not None and self._threads is not None
-        status: JobStatus = JobStatus.FAILED
-        error: str | None = "the job was interrupted"
-        try:
-            status, error = await run_job(job, self._progress_hook(job), self._threads)
-        finally:
-            self._pool.release_on_behalf_of(job)
-            self._finish_job(job, status, error)
+    def _on_job_end(self, job: JobEntry, status: JobStatus, error: str | None) -> None:
+        if job.status is not JobStatus.RUNNING:
+            return  # an abandoned thread reporting after shutdown gave up on it
+        assert self._pool is not None
+        self._pool.release_on_behalf_of(job)
+        self._finish_job(job, status, error)
 
     def _progress_hook(self, job: JobEntry) -> Callable[..., None]:
         callback = job.task.progress_callback
@@ -422,7 +433,8 @@ class AsyncQuiv:
         if following is not None:
             due, on_cadence = following
             registry.schedule(task, due, wall + timedelta(seconds=due - now), on_cadence=on_cadence)
-        self._store.save_job(job.to_record())
+            self._wake_by(due)
+        self._store.save_job(job)
         if error is not None and status is JobStatus.FAILED:
             self._logger.error("quiv task %r (job %s) failed: %s", task.name, job.id, error)
         self._emit_job(_FINAL_EVENT[status], job)
@@ -431,10 +443,13 @@ class AsyncQuiv:
             self._store.delete_task(task.id)
             self._emit_task(Event.TASK_REMOVED, task)
         elif not task.removed:
-            self._store.save_task(task.to_record())
+            self._store.save_task(task)
+        if self._state is _State.OPEN and registry.ready:
+            # The slot this job held goes straight to the next queued job.
+            self._start_ready(now, wall, waited_if_due_by=math.inf)
+        self._wake_by(now + self._config.history_retention_seconds)  # the purge timer
         if self._idle is not None and not registry.running:
             self._idle.set()
-        self._wake()
 
     # -- events -------------------------------------------------------------
 
@@ -527,13 +542,14 @@ class AsyncQuiv:
             raise ConfigurationError(
                 f"progress_callback must be callable, got {progress_callback!r}"
             )
+        is_async, injected = handler_traits(func)
         now, wall = self._clock.monotonic(), self._clock.now()
         task = TaskEntry(
             id=str(uuid.uuid4()),
             name=task_name,
             func=func,
-            is_async=is_async_callable(func),
-            injected=injected_names(func),
+            is_async=is_async,
+            injected=injected,
             args_blob=_pickled(args or (), "args"),
             kwargs_blob=_pickled(kwargs or {}, "kwargs"),
             interval=seconds,
@@ -545,15 +561,16 @@ class AsyncQuiv:
         registry = self._registry
         registry.tasks[task.id] = task
         registry.schedule(task, now + wait, wall + timedelta(seconds=wait), on_cadence=True)
-        self._store.save_task(task.to_record())
-        self._logger.info(
-            "quiv task %r (%s) added; first run at %s",
-            task_name,
-            task.id,
-            self._format(task.next_run_at),
-        )
+        self._store.save_task(task)
+        if self._logger.isEnabledFor(logging.INFO):
+            self._logger.info(
+                "quiv task %r (%s) added; first run at %s",
+                task_name,
+                task.id,
+                self._format(task.next_run_at),
+            )
         self._emit_task(Event.TASK_ADDED, task)
-        self._wake()
+        self._wake_by(now + wait)
         return task.id
 
     async def run_task_immediately(self, task_id: str) -> int:
@@ -580,8 +597,8 @@ class AsyncQuiv:
             return 1
         now, wall = self._clock.monotonic(), self._clock.now()
         self._registry.schedule(task, now, wall, on_cadence=False)
-        self._store.save_task(task.to_record())
-        self._wake()
+        self._store.save_task(task)
+        self._wake_by(now)
         return 1
 
     async def pause_task(self, task_id: str) -> None:
@@ -602,7 +619,7 @@ class AsyncQuiv:
         self._registry.unschedule(task)
         if task.job is not None and task.job.status is JobStatus.SCHEDULED:
             self._cancel_queued(task.job, "its task was paused before it started")
-        self._store.save_task(task.to_record())
+        self._store.save_task(task)
         self._logger.info("quiv task %r (%s) paused", task.name, task.id)
         self._emit_task(Event.TASK_PAUSED, task)
 
@@ -633,10 +650,10 @@ class AsyncQuiv:
             self._registry.schedule(
                 task, now + wait, wall + timedelta(seconds=wait), on_cadence=True
             )
-        self._store.save_task(task.to_record())
+        self._store.save_task(task)
         self._logger.info("quiv task %r (%s) resumed", task.name, task.id)
         self._emit_task(Event.TASK_RESUMED, task)
-        self._wake()
+        self._wake_by(now + wait)
 
     async def cancel_job(self, job_id: str) -> bool:
         """Ask a job to stop by setting its ``_stop_event``.
@@ -655,7 +672,7 @@ class AsyncQuiv:
             return False
         if job.status is JobStatus.SCHEDULED:
             self._cancel_queued(job, "cancelled before it started")
-        job.stop_event.set()
+        job.request_stop()
         return True
 
     async def remove_task(self, task_id: str) -> None:
@@ -673,14 +690,13 @@ class AsyncQuiv:
             if job.status is JobStatus.SCHEDULED:
                 self._cancel_queued(job, "its task was removed before it started")
             else:
-                job.stop_event.set()
+                job.request_stop()
         self._store.delete_task(task.id)
         self._logger.info("quiv task %r (%s) removed", task.name, task.id)
         self._emit_task(Event.TASK_REMOVED, task)
-        self._wake()
 
     def _cancel_queued(self, job: JobEntry, reason: str) -> None:
-        job.stop_event.set()
+        job.request_stop()
         self._registry.discard_queued(job)
         self._finish_job(job, JobStatus.CANCELLED, reason)
 

@@ -201,17 +201,15 @@ class Dispatcher:
         assert receive is not None, "bind() first"
         async with receive:
             async for delivery in receive:
-                if self._sink is None:
-                    await _invoke(delivery, self._logger)
-                    self._release_waiters()
-                    continue
+                # Take everything already queued in one go: receive() would yield to
+                # the loop once per item, receive_nowait() does not.
                 batch = [delivery]
                 while True:
                     try:
                         batch.append(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                if not self._sink.forward(batch):
+                if self._sink is None or not self._sink.forward(batch):
                     self._sink = None
                     for item in batch:
                         await _invoke(item, self._logger)

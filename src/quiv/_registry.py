@@ -16,17 +16,42 @@ import pickle
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-
-from anyio import CancelScope
 
 from ._exceptions import JobNotFoundError, TaskNotFoundError
 from ._models import Job, JobStatus, Task, TaskStatus
 from ._schedule import next_fixed_slot, next_relative_run
 
-__all__ = ["JobEntry", "Registry", "TaskEntry"]
+__all__ = ["JOB_COLUMNS", "TASK_COLUMNS", "JobEntry", "Registry", "TaskEntry"]
+
+TASK_COLUMNS = (
+    "id",
+    "task_name",
+    "args",
+    "kwargs",
+    "interval_seconds",
+    "fixed_interval",
+    "run_once",
+    "status",
+    "next_run_at",
+)
+JOB_COLUMNS = (
+    "id",
+    "task_id",
+    "task_name",
+    "status",
+    "started_at",
+    "ended_at",
+    "duration_seconds",
+    "error_message",
+)
+
+
+def _sql_time(value: datetime) -> str:
+    # UTC, in the text form SQLAlchemy's SQLite DATETIME type reads back.
+    return value.isoformat(" ")
 
 
 @dataclass(eq=False, slots=True)
@@ -68,7 +93,7 @@ class TaskEntry:
 
     def to_model(self) -> Task:
         if self.snapshot is None:
-            self.snapshot = Task.model_construct(
+            self.snapshot = Task(
                 id=self.id,
                 task_name=self.name,
                 args=pickle.loads(self.args_blob),
@@ -81,18 +106,19 @@ class TaskEntry:
             )
         return self.snapshot
 
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "task_name": self.name,
-            "args": self.args_blob,
-            "kwargs": self.kwargs_blob,
-            "interval_seconds": self.interval,
-            "fixed_interval": self.fixed,
-            "run_once": self.run_once,
-            "status": self.status.value,
-            "next_run_at": self.next_run_at,
-        }
+    def to_row(self) -> tuple[Any, ...]:
+        """The task as a database row, in ``TASK_COLUMNS`` order."""
+        return (
+            self.id,
+            self.name,
+            self.args_blob,
+            self.kwargs_blob,
+            self.interval,
+            self.fixed,
+            self.run_once,
+            self.status.value,
+            _sql_time(self.next_run_at),
+        )
 
 
 @dataclass(eq=False, slots=True)
@@ -110,12 +136,17 @@ class JobEntry:
     ended_mono: float | None = None
     duration: float | None = None
     error: str | None = None
-    queued: bool = False  # had to wait for a pool slot
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    scope: CancelScope | None = None  # set while running, so shutdown can cut it off
+    stop_requested: bool = False
+    # Only handlers that declare ``_stop_event`` get one; an Event is not free.
+    stop_event: threading.Event | None = None
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+        if self.stop_event is not None:
+            self.stop_event.set()
 
     def to_model(self) -> Job:
-        return Job.model_construct(
+        return Job(
             id=self.id,
             task_id=self.task.id,
             task_name=self.task.name,
@@ -126,17 +157,19 @@ class JobEntry:
             error_message=self.error,
         )
 
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "task_id": self.task.id,
-            "task_name": self.task.name,
-            "status": self.status.value,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "duration_seconds": self.duration,
-            "error_message": self.error,
-        }
+    def to_row(self) -> tuple[Any, ...]:
+        """The job as a database row, in ``JOB_COLUMNS`` order."""
+        ended = self.ended_at
+        return (
+            self.id,
+            self.task.id,
+            self.task.name,
+            self.status.value,
+            _sql_time(self.started_at),
+            None if ended is None else _sql_time(ended),
+            self.duration,
+            self.error,
+        )
 
 
 class Registry:
@@ -206,6 +239,8 @@ class Registry:
     def create_job(self, task: TaskEntry, job_id: str, due: float, wall: datetime) -> JobEntry:
         """A due task becomes a ``scheduled`` job, queued for a pool slot."""
         job = JobEntry(id=job_id, task=task, due=due, on_cadence=task.due_is_slot, started_at=wall)
+        if "_stop_event" in task.injected:
+            job.stop_event = threading.Event()
         task.job = job
         task.rerun = False
         task.snapshot = None
@@ -253,7 +288,6 @@ class Registry:
         else:
             job.started_at = wall
             job.duration = 0.0
-        job.scope = None
         self.finished.append(job)
         if task.job is job:
             task.job = None

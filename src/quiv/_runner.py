@@ -1,9 +1,9 @@
-"""Running one job: build the call, run it where it belongs, classify the outcome.
+"""Running one job: build the call, run the handler, classify the outcome.
 
-Async handlers run as tasks on the scheduler's loop. Sync handlers run in a
-worker thread through ``anyio.to_thread.run_sync``. Either way the job has
-already borrowed one token of the pool limiter (see ``_core``), so the pool
-bounds both kinds together.
+Where a job runs (a worker task on the loop, a worker thread) is decided in
+``_workers``; this module is what happens inside: arguments are unpickled
+afresh for every run, the injected names the handler declares are added, and
+whatever the handler does is turned into an outcome.
 
 The outcome is always one of three statuses, whatever the handler throws:
 ``completed``, ``cancelled`` (it returned after its stop event was set, or
@@ -14,6 +14,7 @@ subclasses included, or returned an awaitable from a sync function).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import pickle
 import threading
@@ -29,9 +30,11 @@ __all__ = [
     "INJECTABLE",
     "Outcome",
     "current_job_id",
+    "handler_traits",
     "injected_names",
     "is_async_callable",
-    "run_job",
+    "run_async_job",
+    "run_sync_job",
 ]
 
 INJECTABLE = frozenset({"_job_id", "_stop_event", "_progress_hook"})
@@ -71,6 +74,19 @@ def injected_names(func: Callable[..., Any]) -> frozenset[str]:
     )
 
 
+@functools.lru_cache(maxsize=512)  # the same handler is often added many times
+def _cached_traits(func: Callable[..., Any]) -> tuple[bool, frozenset[str]]:
+    return is_async_callable(func), injected_names(func)
+
+
+def handler_traits(func: Callable[..., Any]) -> tuple[bool, frozenset[str]]:
+    """``(is_async, injected_names)`` for a handler, inspected once per handler."""
+    try:
+        return _cached_traits(func)
+    except TypeError:  # unhashable callable: inspect it every time
+        return is_async_callable(func), injected_names(func)
+
+
 def _describe_error(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -95,19 +111,24 @@ def _arguments(
 def _settle(job: JobEntry, error: str | None) -> Outcome:
     if error is not None:
         return JobStatus.FAILED, error
-    if job.stop_event.is_set():
+    if job.stop_requested:
         return JobStatus.CANCELLED, None
     return JobStatus.COMPLETED, None
 
 
-def _call_in_thread(
-    job: JobEntry, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Outcome:
-    # Runs in the worker thread. Nothing may escape: a KeyboardInterrupt raised by
-    # handler code is that job's failure, not the scheduler's.
+def run_sync_job(job: JobEntry, progress_hook: Callable[..., None]) -> Outcome:
+    """Run a sync job to its end in the calling (worker) thread and say how it ended.
+
+    Nothing escapes: a ``KeyboardInterrupt`` raised by handler code is that
+    job's failure, not the scheduler's.
+    """
+    try:
+        args, kwargs = _arguments(job, progress_hook)
+    except Exception as exc:
+        return JobStatus.FAILED, f"could not prepare arguments: {_describe_error(exc)}"
     _thread_state.job_id = job.id
     try:
-        result = func(*args, **kwargs)
+        result = job.task.func(*args, **kwargs)
         if inspect.isawaitable(result):
             close = getattr(result, "close", None)
             if close is not None:
@@ -123,42 +144,27 @@ def _call_in_thread(
     return _settle(job, None)
 
 
-async def run_job(
-    job: JobEntry,
-    progress_hook: Callable[..., None],
-    thread_limiter: anyio.CapacityLimiter,
+async def run_async_job(
+    job: JobEntry, progress_hook: Callable[..., None], scope: anyio.CancelScope
 ) -> Outcome:
-    """Run ``job`` to its end and say how it ended. Never raises, except host cancellation."""
-    task = job.task
+    """Await an async job on the loop and say how it ended.
+
+    Only a cancellation of ``scope`` (shutdown cutting the job off) or of the
+    host propagates; a ``CancelledError`` the handler raises itself is a failure.
+    """
     try:
         args, kwargs = _arguments(job, progress_hook)
     except Exception as exc:
         return JobStatus.FAILED, f"could not prepare arguments: {_describe_error(exc)}"
-    with anyio.CancelScope() as scope:
-        job.scope = scope
-        if not task.is_async:
-            return await anyio.to_thread.run_sync(
-                _call_in_thread,
-                job,
-                task.func,
-                args,
-                kwargs,
-                limiter=thread_limiter,
-                abandon_on_cancel=True,
-            )
-        cancelled = anyio.get_cancelled_exc_class()
-        try:
-            await task.func(*args, **kwargs)
-        except cancelled as exc:
-            if scope.cancel_called:
-                raise  # ours (shutdown cut it off): the scope absorbs it below
-            if _host_is_cancelling():
-                raise
-            return JobStatus.FAILED, _describe_error(exc)
-        except BaseException as exc:
-            return JobStatus.FAILED, _describe_error(exc)
-        return _settle(job, None)
-    return JobStatus.CANCELLED, "stopped by shutdown after the grace period"
+    try:
+        await job.task.func(*args, **kwargs)
+    except anyio.get_cancelled_exc_class() as exc:
+        if scope.cancel_called or _host_is_cancelling():
+            raise
+        return JobStatus.FAILED, _describe_error(exc)
+    except BaseException as exc:
+        return JobStatus.FAILED, _describe_error(exc)
+    return _settle(job, None)
 
 
 def _host_is_cancelling() -> bool:

@@ -35,14 +35,15 @@ def next_fixed_slot(anchor: float, interval: float, previous: float, now: float)
     already in the past at ``now``: when a run overran, the slots it covered are
     skipped rather than fired back to back.
     """
-    k = math.floor((previous - anchor) / interval + 0.5) + 1
-    slot = anchor + k * interval
-    if slot < now:
-        k = math.ceil((now - anchor) / interval)
-        slot = anchor + k * interval
-        if slot < now:  # float rounding at an exact multiple
-            slot += interval
-    return slot
+    first = math.floor((previous - anchor) / interval + 0.5) + 1  # the slot after previous
+    k = max(first, math.ceil((now - anchor) / interval))
+    # The division can round either way at an exact multiple; settle on the
+    # earliest slot that is not in the past.
+    while k > first and anchor + (k - 1) * interval >= now:
+        k -= 1
+    while anchor + k * interval < now:
+        k += 1
+    return anchor + k * interval
 
 
 def skipped_slots(interval: float, previous: float, upcoming: float) -> int:

@@ -21,13 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import sqlalchemy as sa
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import Field, SQLModel
+
+from ._registry import JOB_COLUMNS, TASK_COLUMNS
 
 __all__ = ["JobRecord", "Store", "TaskRecord"]
 
@@ -54,9 +56,9 @@ class JobRecord(SQLModel, table=True):
     __tablename__ = "quiv_jobs"
 
     id: str = Field(primary_key=True)
-    task_id: str = Field(index=True)
+    task_id: str
     task_name: str
-    status: str = Field(index=True)
+    status: str
     started_at: datetime
     ended_at: datetime | None = Field(default=None, index=True)
     duration_seconds: float | None = None
@@ -67,10 +69,44 @@ _TASKS: sa.Table = TaskRecord.__table__  # type: ignore[attr-defined]
 _JOBS: sa.Table = JobRecord.__table__  # type: ignore[attr-defined]
 
 
+class Row(Protocol):
+    """A live object the store can persist: the registry's task and job entries."""
+
+    id: str
+
+    def to_row(self) -> tuple[Any, ...]: ...
+
+
+class _Table:
+    """Driver-level statements for one table, derived from its SQLModel definition.
+
+    The hot path goes straight to the driver with ready-made tuples, skipping
+    SQLAlchemy's per-row type processing; ``columns`` must match the order the
+    entries' ``to_row`` produces.
+    """
+
+    def __init__(self, table: sa.Table, columns: tuple[str, ...]) -> None:
+        declared = tuple(column.name for column in table.columns)
+        if set(declared) != set(columns):
+            raise RuntimeError(f"{table.name}: row columns {columns} do not match {declared}")
+        names = ", ".join(columns)
+        marks = ", ".join("?" for _ in columns)
+        self.upsert = f"INSERT OR REPLACE INTO {table.name} ({names}) VALUES ({marks})"
+        self.delete = f"DELETE FROM {table.name} WHERE id = ?"
+
+
+_TASK_SQL = _Table(_TASKS, TASK_COLUMNS)
+_JOB_SQL = _Table(_JOBS, JOB_COLUMNS)
+_PURGE_SQL = f"DELETE FROM {_JOBS.name} WHERE ended_at < ?"
+
+#: Writes committed per transaction at most, so one commit never holds the loop long.
+BATCH_LIMIT = 2_000
+
+
 @dataclass(frozen=True, slots=True)
 class _Write:
-    table: str  # "task" | "job" | "delete_task" | "purge" | "flush"
-    row: Any = None
+    kind: str  # "task" | "job" | "delete_task" | "purge" | "flush"
+    item: Any = None
 
 
 class Store:
@@ -108,16 +144,19 @@ class Store:
         try:
             self._send.send_nowait(write)
         except anyio.ClosedResourceError:
-            self._logger.debug("quiv store is closed; dropped a %s write", write.table)
+            self._logger.debug("quiv store is closed; dropped a %s write", write.kind)
 
-    def save_task(self, row: dict[str, Any]) -> None:
-        self._queue(_Write("task", row))
+    # Entries are queued by reference and rendered when the batch is committed, so
+    # a job that starts and ends within one batch is rendered and written once.
+
+    def save_task(self, task: Row) -> None:
+        self._queue(_Write("task", task))
 
     def delete_task(self, task_id: str) -> None:
         self._queue(_Write("delete_task", task_id))
 
-    def save_job(self, row: dict[str, Any]) -> None:
-        self._queue(_Write("job", row))
+    def save_job(self, job: Row) -> None:
+        self._queue(_Write("job", job))
 
     def purge_jobs(self, ended_before: datetime) -> None:
         self._queue(_Write("purge", ended_before))
@@ -138,7 +177,7 @@ class Store:
             async with receive:
                 async for first in receive:
                     batch = [first]
-                    while True:
+                    while len(batch) < BATCH_LIMIT:
                         try:
                             batch.append(receive.receive_nowait())
                         except (anyio.WouldBlock, anyio.EndOfStream):
@@ -154,21 +193,22 @@ class Store:
             self._send.close()
 
     async def _commit(self, batch: Sequence[_Write]) -> None:
-        tasks: dict[str, dict[str, Any] | None] = {}
-        jobs: dict[str, dict[str, Any]] = {}
+        tasks: dict[str, Row | None] = {}
+        jobs: dict[str, Row] = {}
         purge_before: datetime | None = None
         flushed: list[anyio.Event] = []
         for write in batch:  # later writes of the same row win
-            if write.table == "task":
-                tasks[write.row["id"]] = write.row
-            elif write.table == "delete_task":
-                tasks[write.row] = None
-            elif write.table == "job":
-                jobs[write.row["id"]] = write.row
-            elif write.table == "purge":
-                purge_before = write.row
+            kind, item = write.kind, write.item
+            if kind == "job":
+                jobs[item.id] = item
+            elif kind == "task":
+                tasks[item.id] = item
+            elif kind == "delete_task":
+                tasks[item] = None
+            elif kind == "purge":
+                purge_before = item
             else:
-                flushed.append(write.row)
+                flushed.append(item)
         try:
             if tasks or jobs or purge_before is not None:
                 await self._write(tasks, jobs, purge_before)
@@ -186,24 +226,23 @@ class Store:
 
     async def _write(
         self,
-        tasks: dict[str, dict[str, Any] | None],
-        jobs: dict[str, dict[str, Any]],
+        tasks: dict[str, Row | None],
+        jobs: dict[str, Row],
         purge_before: datetime | None,
     ) -> None:
         engine = self._engine or await self._open()
-        saved = [row for row in tasks.values() if row is not None]
-        deleted = [task_id for task_id, row in tasks.items() if row is None]
+        saved = [entry.to_row() for entry in tasks.values() if entry is not None]
+        deleted = [(task_id,) for task_id, entry in tasks.items() if entry is None]
         async with engine.begin() as connection:
             if deleted:
-                await connection.execute(_TASKS.delete().where(_TASKS.c.id.in_(deleted)))
+                await connection.exec_driver_sql(_TASK_SQL.delete, deleted)
             if saved:
-                await connection.execute(_TASKS.insert().prefix_with("OR REPLACE"), saved)
+                await connection.exec_driver_sql(_TASK_SQL.upsert, saved)
             if jobs:
-                await connection.execute(
-                    _JOBS.insert().prefix_with("OR REPLACE"), list(jobs.values())
-                )
+                rows = [job.to_row() for job in jobs.values()]
+                await connection.exec_driver_sql(_JOB_SQL.upsert, rows)
             if purge_before is not None:
-                await connection.execute(_JOBS.delete().where(_JOBS.c.ended_at < purge_before))
+                await connection.exec_driver_sql(_PURGE_SQL, (purge_before.isoformat(" "),))
 
     async def _open(self) -> AsyncEngine:
         if self._directory is None:
