@@ -1,9 +1,9 @@
 """Persistence: a private temporary SQLite database, written behind the scheduler.
 
 The live schedule is in memory (see ``_registry``), so no dispatch ever waits on
-the disk. Every change is also sent, as a row, through a memory object stream
-to one writer task that commits whatever has piled up in a single transaction.
-A burst of ten thousand job records costs a handful of commits, not ten thousand.
+the disk and every read sees every change at once. Each change is also noted
+for one writer task, which commits whatever has piled up in a few transactions:
+a burst of ten thousand job records costs a handful of commits, not ten thousand.
 
 The database holds pickled arguments, so it lives in a directory only this
 user can enter (0700), in a file only this user can read (0600). It is created
@@ -17,15 +17,12 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
 import sqlalchemy as sa
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import Field, SQLModel
 
@@ -99,25 +96,29 @@ _TASK_SQL = _Table(_TASKS, TASK_COLUMNS)
 _JOB_SQL = _Table(_JOBS, JOB_COLUMNS)
 _PURGE_SQL = f"DELETE FROM {_JOBS.name} WHERE ended_at < ?"
 
-#: Writes committed per transaction at most, so one commit never holds the loop long.
+#: Rows written per transaction at most, so one commit never holds the loop long.
 BATCH_LIMIT = 2_000
 
 
-@dataclass(frozen=True, slots=True)
-class _Write:
-    kind: str  # "task" | "job" | "delete_task" | "purge" | "flush"
-    item: Any = None
-
-
 class Store:
-    """The writer side of the database: queue rows, commit them in batches."""
+    """The writer side of the database: note changes now, commit them in batches.
+
+    Changes are noted by reference in insertion-ordered dicts keyed by id, so a
+    job that is created, started and finished before the writer gets to it is
+    rendered and written once, with its final state, and a run-once task that
+    comes and goes between two commits never touches the disk. The writer task
+    sleeps on an event until there is something to write.
+    """
 
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
         self._logger = logger
-        # Created by start(); until then (tasks added before start) writes wait here.
-        self._early: list[_Write] = []
-        self._send: MemoryObjectSendStream[_Write] | None = None
-        self._receive: MemoryObjectReceiveStream[_Write] | None = None
+        self._tasks: dict[str, Row | None] = {}  # None: delete
+        self._jobs: dict[str, Row] = {}
+        self._purge_before: datetime | None = None
+        self._flushes: list[anyio.Event] = []
+        self._stored_tasks: set[str] = set()  # ids committed to the database
+        self._kick: anyio.Event | None = None  # created by start(), on the loop
+        self._closed = False
         self._directory: Path | None = None
         self._engine: AsyncEngine | None = None
         self.failed_batches = 0
@@ -127,91 +128,75 @@ class Store:
         """The database file, once the first write has created it."""
         return None if self._directory is None else self._directory / "quiv.sqlite3"
 
-    # -- producers (synchronous, any time before close) ---------------------
+    # -- producers: synchronous, on the loop (or before start) -------------------
 
     def start(self) -> None:
-        """Open the write queue; :meth:`run` must follow in a task."""
-        # Unbounded: writes come from synchronous transitions that must not wait.
-        self._send, self._receive = anyio.create_memory_object_stream[_Write](float("inf"))
-        for write in self._early:
-            self._send.send_nowait(write)
-        self._early.clear()
+        """Get ready to write; :meth:`run` must follow in a task."""
+        self._kick = anyio.Event()
+        if self._tasks or self._jobs:
+            self._kick.set()
 
-    def _queue(self, write: _Write) -> None:
-        if self._send is None:
-            self._early.append(write)
-            return
-        try:
-            self._send.send_nowait(write)
-        except anyio.ClosedResourceError:
-            self._logger.debug("quiv store is closed; dropped a %s write", write.kind)
-
-    # Entries are queued by reference and rendered when the batch is committed, so
-    # a job that starts and ends within one batch is rendered and written once.
+    def _wake_writer(self) -> None:
+        if self._kick is not None:
+            self._kick.set()
 
     def save_task(self, task: Row) -> None:
-        self._queue(_Write("task", task))
+        if not self._closed:
+            self._tasks[task.id] = task
+            self._wake_writer()
 
     def delete_task(self, task_id: str) -> None:
-        self._queue(_Write("delete_task", task_id))
+        if not self._closed:
+            self._tasks[task_id] = None
+            self._wake_writer()
 
     def save_job(self, job: Row) -> None:
-        self._queue(_Write("job", job))
+        if not self._closed:
+            self._jobs[job.id] = job
+            self._wake_writer()
 
     def purge_jobs(self, ended_before: datetime) -> None:
-        self._queue(_Write("purge", ended_before))
+        if not self._closed:
+            self._purge_before = ended_before
+            self._wake_writer()
 
     async def flush(self) -> None:
-        """Wait until every write queued before this call is committed (or failed)."""
+        """Wait until every change noted before this call is committed (or has failed)."""
+        if self._kick is None:
+            raise RuntimeError("the store has not started")
         done = anyio.Event()
-        self._queue(_Write("flush", done))
+        self._flushes.append(done)
+        self._wake_writer()
         await done.wait()
+
+    def close(self) -> None:
+        """Accept no more changes; :meth:`run` writes what is noted and returns."""
+        self._closed = True
+        self._wake_writer()
 
     # -- the writer task ----------------------------------------------------
 
     async def run(self) -> None:
-        """Commit batches until :meth:`close`; then commit the rest and delete the files."""
-        receive = self._receive
-        assert receive is not None, "start() first"
+        """Commit until :meth:`close`; then commit the rest and delete the files."""
+        assert self._kick is not None, "start() first"
         try:
-            async with receive:
-                async for first in receive:
-                    batch = [first]
-                    while len(batch) < BATCH_LIMIT:
-                        try:
-                            batch.append(receive.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    await self._commit(batch)
+            while True:
+                await self._kick.wait()
+                self._kick = anyio.Event()
+                await self._commit_noted()
+                if self._closed and not (self._tasks or self._jobs or self._flushes):
+                    return
         finally:
             with anyio.CancelScope(shield=True):
                 await self._dispose()
 
-    def close(self) -> None:
-        """Accept no more writes; :meth:`run` drains what is queued and returns."""
-        if self._send is not None:
-            self._send.close()
-
-    async def _commit(self, batch: Sequence[_Write]) -> None:
-        tasks: dict[str, Row | None] = {}
-        jobs: dict[str, Row] = {}
-        purge_before: datetime | None = None
-        flushed: list[anyio.Event] = []
-        for write in batch:  # later writes of the same row win
-            kind, item = write.kind, write.item
-            if kind == "job":
-                jobs[item.id] = item
-            elif kind == "task":
-                tasks[item.id] = item
-            elif kind == "delete_task":
-                tasks[item] = None
-            elif kind == "purge":
-                purge_before = item
-            else:
-                flushed.append(item)
+    async def _commit_noted(self) -> None:
+        tasks, self._tasks = self._tasks, {}
+        jobs, self._jobs = self._jobs, {}
+        purge_before, self._purge_before = self._purge_before, None
+        flushes, self._flushes = self._flushes, []
         try:
-            if tasks or jobs or purge_before is not None:
-                await self._write(tasks, jobs, purge_before)
+            await self._write(tasks, list(jobs.values()), purge_before)
         except Exception:
             self.failed_batches += 1
             self._logger.exception(
@@ -221,27 +206,37 @@ class Store:
                 len(jobs),
             )
         finally:
-            for event in flushed:
+            for event in flushes:
                 event.set()
 
     async def _write(
-        self,
-        tasks: dict[str, Row | None],
-        jobs: dict[str, Row],
-        purge_before: datetime | None,
+        self, tasks: dict[str, Row | None], jobs: list[Row], purge_before: datetime | None
     ) -> None:
+        stored = self._stored_tasks
+        deleted = [
+            (task_id,) for task_id, entry in tasks.items() if entry is None and task_id in stored
+        ]
+        saved = [entry for entry in tasks.values() if entry is not None]
+        if not (deleted or saved or jobs or purge_before is not None):
+            return
         engine = self._engine or await self._open()
-        saved = [entry.to_row() for entry in tasks.values() if entry is not None]
-        deleted = [(task_id,) for task_id, entry in tasks.items() if entry is None]
-        async with engine.begin() as connection:
-            if deleted:
-                await connection.exec_driver_sql(_TASK_SQL.delete, deleted)
-            if saved:
-                await connection.exec_driver_sql(_TASK_SQL.upsert, saved)
-            if jobs:
-                rows = [job.to_row() for job in jobs.values()]
+        if deleted or saved:
+            async with engine.begin() as connection:
+                if deleted:
+                    await connection.exec_driver_sql(_TASK_SQL.delete, deleted)
+                if saved:
+                    rows = [entry.to_row() for entry in saved]
+                    await connection.exec_driver_sql(_TASK_SQL.upsert, rows)
+            stored.difference_update(task_id for (task_id,) in deleted)
+            stored.update(entry.id for entry in saved)
+        # Rows are rendered chunk by chunk, each from the entry as it is right then.
+        for start in range(0, len(jobs), BATCH_LIMIT):
+            chunk = jobs[start : start + BATCH_LIMIT]
+            async with engine.begin() as connection:
+                rows = [job.to_row() for job in chunk]
                 await connection.exec_driver_sql(_JOB_SQL.upsert, rows)
-            if purge_before is not None:
+        if purge_before is not None:
+            async with engine.begin() as connection:
                 await connection.exec_driver_sql(_PURGE_SQL, (purge_before.isoformat(" "),))
 
     async def _open(self) -> AsyncEngine:
