@@ -20,10 +20,12 @@ the private loop never waits for it, so blocking calls made on the host loop,
 from __future__ import annotations
 
 import asyncio
+import atexit
 import enum
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import ExitStack, asynccontextmanager
 from datetime import tzinfo
@@ -74,6 +76,28 @@ def _run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
         "this call has to wait, which is impossible on the scheduler's own loop thread; "
         "await the AsyncQuiv method instead"
     )
+
+
+#: Facades started and not yet shut down, stopped at interpreter exit.
+_running: weakref.WeakSet[Quiv] = weakref.WeakSet()
+
+
+def _shutdown_running() -> None:
+    """Shut down what the program forgot to, so exiting neither hangs nor loses records.
+
+    This has to run before the interpreter joins non-daemon threads (a sync
+    handler's worker thread waits for its stop event), which is when
+    ``threading``'s own exit hooks run; ``atexit`` would be too late.
+    """
+    for facade in list(_running):
+        try:
+            facade.shutdown()
+        except Exception:  # nothing useful to do with it at exit
+            pass
+
+
+_register_exit_hook = getattr(threading, "_register_atexit", atexit.register)
+_register_exit_hook(_shutdown_running)
 
 
 def _adopt_loop_thread() -> int:
@@ -156,6 +180,7 @@ class Quiv:
                 self._stack = stack.pop_all()
             self._portal = portal
             self._state = _State.OPEN
+            _running.add(self)
 
     def startup(self) -> None:
         """Alias of :meth:`start`."""
@@ -184,6 +209,7 @@ class Quiv:
             finally:
                 self._state = _State.CLOSED
                 self._portal = None
+                _running.discard(self)
 
     def stop(self) -> None:
         """Alias of :meth:`shutdown`."""

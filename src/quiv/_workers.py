@@ -150,10 +150,10 @@ class Workers:
         while True:
             with cond:
                 while not pending:
-                    if self._closing or not cond.wait(THREAD_IDLE_SECONDS):
-                        if not pending:  # a notify can race a timeout: look again
-                            self._threads -= 1
-                            return
+                    idle_out = self._closing or not cond.wait(THREAD_IDLE_SECONDS)
+                    if idle_out and not pending:  # a notify can race a timeout: look again
+                        self._threads -= 1
+                        return
                 job, hook = pending.popleft()
                 self._threads_busy += 1
             outcome = run_sync_job(job, hook)
