@@ -96,8 +96,11 @@ _TASK_SQL = _Table(_TASKS, TASK_COLUMNS)
 _JOB_SQL = _Table(_JOBS, JOB_COLUMNS)
 _PURGE_SQL = f"DELETE FROM {_JOBS.name} WHERE ended_at < ?"
 
-#: Rows written per transaction at most, so one commit never holds the loop long.
-BATCH_LIMIT = 2_000
+#: Rows written per transaction at most, so rendering one never holds the loop long.
+BATCH_LIMIT = 500
+#: Seconds the writer lets changes gather after the first one (group commit). It
+#: also keeps the writer out of the way of the dispatch that caused the change.
+WRITE_DELAY = 0.005
 
 
 class Store:
@@ -182,6 +185,8 @@ class Store:
         try:
             while True:
                 await self._kick.wait()
+                if not (self._flushes or self._closed):
+                    await anyio.sleep(WRITE_DELAY)
                 self._kick = anyio.Event()
                 await self._commit_noted()
                 if self._closed and not (self._tasks or self._jobs or self._flushes):
