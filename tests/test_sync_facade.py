@@ -31,6 +31,8 @@ def test_start_is_idempotent_and_shutdown_cleans_up() -> None:
     scheduler.start()
     scheduler.startup()
     recorder.wait_for(Event.JOB_COMPLETED)
+    assert scheduler._portal is not None
+    scheduler._portal.call(scheduler._core._store.flush)
     path = scheduler._core._store.path
     assert path is not None
     assert path.exists()
