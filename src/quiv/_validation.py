@@ -1,0 +1,89 @@
+"""Checking what callers pass in, before anything changes.
+
+Every public method validates all of its arguments first and raises a
+``ConfigurationError`` naming the culprit, so a refused call changes nothing.
+"""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from datetime import datetime
+from typing import Any
+
+from ._exceptions import ConfigurationError
+from ._registry import TaskEntry
+from ._runner import INJECTABLE, handler_traits
+from ._schedule import validate_delay, validate_interval
+
+__all__ = ["check_id", "new_task_entry"]
+
+
+def check_id(value: object, what: str) -> str:
+    """Return ``value`` if it is a str id, else raise ``ConfigurationError``."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{what} must be a str, got {type(value).__name__}")
+    return value
+
+
+def _pickled(value: object, what: str) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{what} must be picklable (lambdas, inner functions and open files are not): {exc}"
+        ) from exc
+
+
+def new_task_entry(
+    task_name: object,
+    func: object,
+    interval: object,
+    delay: object,
+    run_once: object,
+    fixed_interval: object,
+    args: object,
+    kwargs: object,
+    progress_callback: object,
+    wall: datetime,
+) -> tuple[TaskEntry, float]:
+    """Validate ``add_task``'s arguments; return the new task and its delay in seconds."""
+    if not isinstance(task_name, str) or not task_name.strip():
+        raise ConfigurationError(f"task_name must be a non-empty string, got {task_name!r}")
+    if not callable(func):
+        raise ConfigurationError(f"func must be callable, got {func!r}")
+    seconds = validate_interval(interval)
+    wait = validate_delay(delay)
+    if not isinstance(run_once, bool):
+        raise ConfigurationError(f"run_once must be a bool, got {run_once!r}")
+    if not isinstance(fixed_interval, bool):
+        raise ConfigurationError(f"fixed_interval must be a bool, got {fixed_interval!r}")
+    if args is not None and not isinstance(args, tuple):
+        raise ConfigurationError(f"args must be a tuple or None, got {type(args).__name__}")
+    if kwargs is not None:
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise ConfigurationError("kwargs must be a dict with str keys, or None")
+        clash = sorted(INJECTABLE.intersection(kwargs))
+        if clash:
+            raise ConfigurationError(
+                f"kwargs may not set {', '.join(clash)}: quiv injects those names itself"
+            )
+    if progress_callback is not None and not callable(progress_callback):
+        raise ConfigurationError(f"progress_callback must be callable, got {progress_callback!r}")
+    empty_kwargs: dict[str, Any] = {}
+    is_async, injected = handler_traits(func)
+    task = TaskEntry(
+        id=str(uuid.uuid4()),
+        name=task_name,
+        func=func,
+        is_async=is_async,
+        injected=injected,
+        args_blob=_pickled(args or (), "args"),
+        kwargs_blob=_pickled(kwargs or empty_kwargs, "kwargs"),
+        interval=seconds,
+        fixed=fixed_interval,
+        run_once=run_once,
+        progress_callback=progress_callback,
+        next_run_at=wall,
+    )
+    return task, wait
