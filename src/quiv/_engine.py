@@ -171,13 +171,16 @@ class Engine:
             waited,
             ", ".join(f"{job.task.name!r} (job {job.id})" for job in registry.running.values()),
         )
+        reason = "abandoned at shutdown: it ignored its stop event"
+        for job in list(registry.running.values()):
+            if not job.task.is_async:  # a thread cannot be stopped: leave it behind
+                self._on_job_end(job, JobStatus.CANCELLED, reason)
         self._workers.abandon()  # async handlers are cancelled and unwind
-        with anyio.move_on_after(UNWIND_SECONDS):
-            await self._idle.wait()
-        for job in list(registry.running.values()):  # threads cannot be stopped
-            self._on_job_end(
-                job, JobStatus.CANCELLED, "abandoned at shutdown: it ignored its stop event"
-            )
+        if registry.running:
+            with anyio.move_on_after(UNWIND_SECONDS):
+                await self._idle.wait()
+        for job in list(registry.running.values()):  # still shielding itself: give up
+            self._on_job_end(job, JobStatus.CANCELLED, reason)
 
     async def _service(self, run: Callable[[], Any]) -> None:
         done = anyio.Event()

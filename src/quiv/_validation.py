@@ -6,6 +6,7 @@ Every public method validates all of its arguments first and raises a
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import uuid
 from datetime import datetime
@@ -52,6 +53,11 @@ def new_task_entry(
         raise ConfigurationError(f"task_name must be a non-empty string, got {task_name!r}")
     if not callable(func):
         raise ConfigurationError(f"func must be callable, got {func!r}")
+    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+        raise ConfigurationError(
+            f"func must be a function, not a generator function ({func!r}): "
+            "calling it would only create a generator and run none of its body"
+        )
     seconds = validate_interval(interval)
     wait = validate_delay(delay)
     if not isinstance(run_once, bool):
