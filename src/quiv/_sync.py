@@ -100,6 +100,10 @@ _register_exit_hook = getattr(threading, "_register_atexit", atexit.register)
 _register_exit_hook(_shutdown_running)
 
 
+def _drive(method: Callable[[Unpack[Ts]], Coroutine[Any, Any, T]], *args: Unpack[Ts]) -> T:
+    return _run_inline(method(*args))
+
+
 def _adopt_loop_thread() -> int:
     threading.current_thread().name = "quiv-loop"
     return threading.get_ident()
@@ -248,7 +252,9 @@ class Quiv:
         portal = self._portal
         if portal is not None and threading.get_ident() != self._loop_thread:
             try:
-                result: T = portal.call(method, *args)
+                # The core's methods never suspend, so they are driven inline on the
+                # loop thread: one hand-off each way, no task to spawn.
+                result: T = portal.call(_drive, method, *args)
                 return result
             except RuntimeError as exc:
                 if self._portal is None:  # shut down while we were calling

@@ -28,12 +28,17 @@ def check_id(value: object, what: str) -> str:
 
 
 def _pickled(value: object, what: str) -> bytes:
+    # Each run unpickles a fresh copy, so a value that pickles but cannot be loaded
+    # back would fail every run; find out now, at the call.
     try:
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.loads(blob)
     except Exception as exc:
         raise ConfigurationError(
-            f"{what} must be picklable (lambdas, inner functions and open files are not): {exc}"
+            f"{what} must survive pickling (lambdas, inner functions and open files do not): "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
+    return blob
 
 
 def new_task_entry(
