@@ -148,8 +148,13 @@ class AsyncQuiv:
             raise SchedulerClosedError()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
+        try:
+            await task_group.start(self._engine.run, self._main_loop)
+        except BaseException:
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(None, None, None)
+            raise
         self._task_group = task_group
-        self._engine.start(task_group, self._main_loop)
         self._state = _State.OPEN
         self._logger.debug("quiv scheduler started (pool_size=%d)", self._config.pool_size)
         return self
@@ -169,10 +174,12 @@ class AsyncQuiv:
                 await self._engine.stop(self._shutdown_timeout)
         finally:
             self._state = _State.CLOSED
-            result = await task_group.__aexit__(exc_type, exc, traceback)
             self._task_group = None
+            # The body's own exception is not the group's business: it propagates as
+            # it is (an ``except ValueError`` around the block still catches it).
+            await task_group.__aexit__(None, None, None)
         self._logger.debug("quiv scheduler stopped")
-        return result
+        return None
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the scheduler until cancelled; for apps that own a task group.

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from ._clock import Clock
 from ._config import QuivConfig
@@ -122,7 +122,24 @@ class Engine:
 
     # -- lifecycle ----------------------------------------------------------
 
-    def start(self, task_group: TaskGroup, main_loop: asyncio.AbstractEventLoop | None) -> None:
+    async def run(
+        self,
+        main_loop: asyncio.AbstractEventLoop | None,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run every moving part in a task group of its own until :meth:`stop` ends it.
+
+        The group is shielded: a cancellation of the host must not cut the
+        dispatcher or the writer off mid-delivery; :meth:`stop` drains them in
+        order and then cancels the group itself.
+        """
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as group:
+                self._start(group, main_loop)
+                task_status.started()
+
+    def _start(self, task_group: TaskGroup, main_loop: asyncio.AbstractEventLoop | None) -> None:
         """Start the loop, the dispatcher and the writer as tasks of ``task_group``."""
         self._task_group = task_group
         self._loop_scope = anyio.CancelScope()

@@ -38,7 +38,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ._clock import Clock
 from ._config import QuivConfig
 from ._core import AsyncQuiv
-from ._exceptions import SchedulerClosedError, SchedulerStateError
+from ._exceptions import QuivError, SchedulerClosedError, SchedulerStateError
 from ._models import Event, Job, Task
 from ._runner import current_job_id
 from ._types import Handler, Listener, ProgressCallback
@@ -62,6 +62,7 @@ T = TypeVar("T")
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
+    CLOSING = "closing"  # shutdown() is waiting for jobs; calls are still served
     CLOSED = "closed"
 
 
@@ -207,6 +208,7 @@ class Quiv:
                 self._core._close_unopened()
                 return
             stack, self._stack = self._stack, None
+            self._state = _State.CLOSING
             try:
                 if stack is not None:
                     stack.close()
@@ -257,9 +259,9 @@ class Quiv:
                 result: T = portal.call(_drive, method, *args)
                 return result
             except RuntimeError as exc:
-                if self._portal is None:  # shut down while we were calling
-                    raise SchedulerClosedError() from exc
-                raise
+                if isinstance(exc, QuivError) or self._state is _State.OPEN:
+                    raise
+                raise SchedulerClosedError() from exc  # the portal stopped under us
         if threading.get_ident() == self._loop_thread:
             return _run_inline(method(*args))
         with self._lock:  # before start (or after shutdown): serialise callers
