@@ -33,6 +33,8 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._runner import task_is_cancelling
+
 __all__ = ["Delivery", "Dispatcher"]
 
 #: Undelivered callbacks at which a worker thread posting more waits for the dispatcher.
@@ -55,11 +57,16 @@ def _describe(callback: Callable[..., Any]) -> str:
 
 
 async def _invoke(delivery: Delivery, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    # Whatever a callback raises, KeyboardInterrupt and SystemExit included, is the
+    # callback's failure: it is logged and delivery goes on. Only a real
+    # cancellation of the delivering task propagates.
     try:
         result = delivery.callback(*delivery.args, **(delivery.kwargs or {}))
         if inspect.isawaitable(result):
             await result
-    except Exception:
+    except BaseException as exc:
+        if isinstance(exc, asyncio.CancelledError) and task_is_cancelling():
+            raise
         logger.exception("quiv callback %s raised; delivery goes on", _describe(delivery.callback))
 
 

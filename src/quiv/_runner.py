@@ -35,6 +35,7 @@ __all__ = [
     "is_async_callable",
     "run_async_job",
     "run_sync_job",
+    "task_is_cancelling",
 ]
 
 INJECTABLE = frozenset({"_job_id", "_stop_event", "_progress_hook"})
@@ -159,7 +160,7 @@ async def run_async_job(
     try:
         await job.task.func(*args, **kwargs)
     except anyio.get_cancelled_exc_class() as exc:
-        if scope.cancel_called or _host_is_cancelling():
+        if scope.cancel_called or task_is_cancelling():
             raise
         return JobStatus.FAILED, _describe_error(exc)
     except BaseException as exc:
@@ -167,7 +168,7 @@ async def run_async_job(
     return _settle(job, None)
 
 
-def _host_is_cancelling() -> bool:
+def task_is_cancelling() -> bool:
     """Whether the task running us is really being cancelled, not just handed a raise.
 
     Python 3.10 cannot tell; there a stray cancellation counts as the handler's

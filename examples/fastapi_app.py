@@ -1,0 +1,192 @@
+"""A FastAPI app that starts jobs, lists them, cancels them and streams progress.
+
+Run it with ``uvicorn examples.fastapi_app:app`` (uvicorn is not a quiv
+dependency) and open http://127.0.0.1:8000/. The page connects to ``/ws`` and
+shows every job event and progress message as it happens.
+
+* ``POST /jobs`` adds a run-once task running :func:`crunch`; the job id
+  arrives on the websocket with the ``job_started`` event.
+* ``GET /tasks`` and ``GET /jobs`` return quiv's ``Task``/``Job`` models as JSON.
+* ``POST /jobs/{job_id}/cancel`` sets the job's stop event.
+
+The scheduler is an ``AsyncQuiv`` on the app's own event loop, entered in the
+lifespan, so handlers, listeners and progress callbacks all run on that loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from quiv import AsyncQuiv, Event, Job, JobNotFoundError, Task
+
+
+# --8<-- [start:hub]
+class ProgressHub:
+    """The open websockets, and a way to send one message to all of them."""
+
+    def __init__(self) -> None:
+        self.sockets: set[WebSocket] = set()
+
+    async def broadcast(self, message: dict[str, Any]) -> None:
+        for socket in list(self.sockets):
+            try:
+                await socket.send_json(message)
+            except (WebSocketDisconnect, RuntimeError):
+                self.sockets.discard(socket)  # closed meanwhile
+
+    async def on_job_event(self, event: Event, task: Task, job: Job) -> None:
+        """A listener: runs on the app's loop, in the order things happened."""
+        await self.broadcast(
+            {"type": "job", "event": event.value, "task_id": task.id, "job_id": job.id}
+        )
+
+    async def on_progress(self, **payload: Any) -> None:
+        """The progress callback of every crunch task."""
+        await self.broadcast({"type": "progress", **payload})
+
+
+# --8<-- [end:hub]
+
+
+# --8<-- [start:handler]
+async def crunch(
+    steps: int,
+    step_seconds: float,
+    _job_id: str,
+    _stop_event: threading.Event,
+    _progress_hook: Callable[..., None],
+) -> None:
+    """An async handler: it shares the app's loop, so it must await, never block."""
+    for step in range(1, steps + 1):
+        if _stop_event.is_set():
+            return  # cooperative cancellation: the job ends as "cancelled"
+        await anyio.sleep(step_seconds)  # stands in for real async work
+        _progress_hook(job_id=_job_id, step=step, steps=steps)
+
+
+# --8<-- [end:handler]
+
+
+class CrunchRequest(BaseModel):
+    steps: int = Field(default=20, ge=1, le=10_000)
+    step_seconds: float = Field(default=0.5, gt=0, le=60)
+
+
+# --8<-- [start:app]
+def create_app(pool_size: int = 4) -> FastAPI:
+    """Build the app; each call gets its own scheduler (handy in tests)."""
+    scheduler = AsyncQuiv(pool_size=pool_size)
+    hub = ProgressHub()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for event in Event:
+            if event.is_job_event:
+                await scheduler.add_listener(event, hub.on_job_event)
+        async with scheduler:  # starts with the app, shuts down gracefully with it
+            yield
+
+    app = FastAPI(title="quiv example", lifespan=lifespan)
+
+    @app.post("/jobs")
+    async def start_job(request: CrunchRequest) -> dict[str, str]:
+        task_id = await scheduler.add_task(
+            "crunch",
+            crunch,
+            interval=1,  # required, but a run-once task never repeats
+            run_once=True,
+            kwargs={"steps": request.steps, "step_seconds": request.step_seconds},
+            progress_callback=hub.on_progress,
+        )
+        return {"task_id": task_id}
+
+    @app.get("/tasks")
+    async def list_tasks() -> list[Task]:
+        return await scheduler.get_all_tasks(include_run_once=True)
+
+    @app.get("/jobs")
+    async def list_jobs(status: str | None = None) -> list[Job]:
+        return await scheduler.get_all_jobs(status)
+
+    @app.post("/jobs/{job_id}/cancel")
+    async def cancel_job(job_id: str) -> dict[str, Any]:
+        try:
+            await scheduler.get_job(job_id)
+        except JobNotFoundError:
+            raise HTTPException(status_code=404, detail="no such job") from None
+        return {"job_id": job_id, "cancelled": await scheduler.cancel_job(job_id)}
+
+    @app.websocket("/ws")
+    async def stream(websocket: WebSocket) -> None:
+        await websocket.accept()
+        hub.sockets.add(websocket)
+        try:
+            await websocket.send_json({"type": "hello"})  # from here on, nothing is missed
+            while True:
+                await websocket.receive_text()  # we only listen for the disconnect
+        except WebSocketDisconnect:
+            pass
+        finally:
+            hub.sockets.discard(websocket)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return PAGE
+
+    return app
+
+
+app = create_app()
+# --8<-- [end:app]
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>quiv jobs</title>
+<style>
+  body { font-family: system-ui, sans-serif; margin: 2rem; max-width: 48rem; }
+  #log { font-family: monospace; white-space: pre-wrap; border: 1px solid #ccc;
+         padding: .5rem; height: 24rem; overflow-y: auto; }
+</style></head>
+<body>
+<h1>quiv jobs</h1>
+<p>
+  <button id="start">Start a job</button>
+  <button id="cancel" disabled>Cancel the last job</button>
+  <span id="status">connecting to the WebSocket...</span>
+</p>
+<div id="log"></div>
+<script>
+  const log = document.getElementById("log");
+  const status = document.getElementById("status");
+  const cancel = document.getElementById("cancel");
+  let lastJob = null;
+  const write = (text) => { log.textContent += text + "\\n"; log.scrollTop = log.scrollHeight; };
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  socket.onopen = () => { status.textContent = "connected"; };
+  socket.onclose = () => { status.textContent = "disconnected"; };
+  socket.onmessage = (message) => {
+    const data = JSON.parse(message.data);
+    if (data.type === "job") {
+      write(`${data.event}  job ${data.job_id.slice(0, 8)}`);
+      if (data.event === "job_started") { lastJob = data.job_id; cancel.disabled = false; }
+    } else if (data.type === "progress") {
+      write(`  step ${data.step}/${data.steps}  job ${data.job_id.slice(0, 8)}`);
+    }
+  };
+  document.getElementById("start").onclick = () =>
+    fetch("/jobs", { method: "POST", headers: { "Content-Type": "application/json" },
+                     body: JSON.stringify({ steps: 20, step_seconds: 0.5 }) });
+  cancel.onclick = () => { if (lastJob) fetch(`/jobs/${lastJob}/cancel`, { method: "POST" }); };
+</script>
+</body>
+</html>
+"""

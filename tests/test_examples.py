@@ -1,0 +1,371 @@
+"""Every example under examples/ runs here, so the documentation cannot rot.
+
+Each test waits for a concrete outcome under a deadline and compares whole
+sequences. The web examples run under Starlette's ``TestClient``, which drives
+the app's lifespan on a portal thread of its own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import anyio
+import pytest
+from starlette.testclient import TestClient
+
+from quiv import AsyncQuiv, Event, Job, SchedulerClosedError, Task
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` afresh, under a private module name."""
+    module_name = f"quiv_example_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # pydantic resolves annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- hello.py (also the README's example) ------------------------------------------
+
+
+def test_hello_prints_the_count_down_and_exits() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "hello.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "remaining: 3\nremaining: 2\nremaining: 1\n"
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("script", ["async_app.py", "log_correlation.py", "scheduling_rules.py"])
+def test_async_scripts_run_and_exit_on_their_own(script: str) -> None:
+    # A fresh interpreter catches what an in-process test cannot: a task or thread
+    # left behind that keeps the event loop (or the process) from closing.
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout
+
+
+# -- demo.py -------------------------------------------------------------------
+
+
+def test_demo_tours_interval_async_progress_and_cancellation() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "demo.py"), "--seconds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Each line is "<elapsed>s  [<thread>]  <message>"; keep the message.
+    messages = [line.split("]  ", 1)[1] for line in result.stdout.splitlines()]
+    report = [m for m in messages if "report" in m]
+    assert [m.split(" (job")[0] for m in report] == [
+        "job_started: report",
+        "report page 1/5",
+        "report page 2/5",
+        "report page 3/5",
+        "report page 4/5",
+        "report page 5/5",
+        "job_completed: report",
+    ]
+    export = [m.split(" (job")[0] for m in messages if "export" in m]
+    assert export[0] == "job_started: export"
+    assert export[1] == "cancelling export"
+    assert export[2].startswith("export: stop requested after ")
+    assert export[3] == "job_cancelled: export"
+    assert "cancel_job returned True" in messages
+    assert any(m.startswith("heartbeat (job ") for m in messages)
+    assert "polled the 'news' feed" in messages
+    assert messages[-1] == "scheduler shut down"
+
+
+def test_demo_rejects_a_non_positive_duration() -> None:
+    demo = load_example("demo")
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--seconds", "0"])
+    assert exit_info.value.code == 2
+
+
+# -- async_app.py ----------------------------------------------------------------
+
+
+async def test_async_app_refreshes_pauses_exports_and_resumes() -> None:
+    async_app = load_example("async_app")
+    prices = ["  ACME: 101.5", "  GLOBEX: 47.25", "  INITECH: 12.0"]
+    lines = await async_app.main(refreshes=2, interval=0.2)
+    assert lines == [
+        *prices,
+        "job_completed: refresh",
+        *prices,
+        "job_completed: refresh",
+        "refresh is paused",
+        "job_completed: export",
+        *prices,
+        "job_completed: refresh",
+        "4 jobs completed",
+    ]
+
+
+async def test_async_app_serves_inside_a_task_group() -> None:
+    async_app = load_example("async_app")
+    assert await async_app.serve_in_task_group() == "completed"
+
+
+# -- log_correlation.py ----------------------------------------------------------
+
+
+async def test_log_lines_carry_the_id_of_their_own_job() -> None:
+    log_correlation = load_example("log_correlation")
+    records: list[tuple[str, str]] = await log_correlation.main()
+    by_job: dict[str, list[str]] = {}
+    for job_id, message in records:
+        by_job.setdefault(job_id, []).append(message)
+    assert "-" not in by_job  # no line was logged outside a job
+    assert sorted(by_job.values()) == [
+        ["export to all.json started", "parsing all.json"],
+        [
+            "import of books.csv started",
+            "parsing books.csv",
+            "import of books.csv stored 9 rows",
+        ],
+        [
+            "import of games.csv started",
+            "parsing games.csv",
+            "import of games.csv stored 9 rows",
+        ],
+    ]
+    assert log_correlation.current_job_id.get() == "-"  # nothing leaked out
+
+
+# -- scheduling_rules.py ---------------------------------------------------------
+
+
+async def test_fixed_cadence_skips_the_slots_an_overrun_covered() -> None:
+    rules = load_example("scheduling_rules")
+    assert await rules.start_times(True, [3, 25]) == [0.0, 10.0, 40.0, 50.0, 60.0]
+
+
+async def test_relative_cadence_counts_from_the_end_of_each_run() -> None:
+    rules = load_example("scheduling_rules")
+    assert await rules.start_times(False, [3, 25]) == [0.0, 13.0, 48.0, 59.0]
+
+
+async def test_run_now_during_a_run_queues_one_extra_run() -> None:
+    rules = load_example("scheduling_rules")
+    assert await rules.run_now_while_running() == [
+        "run 1 starts at 0s",
+        "run_task_immediately -> 1",
+        "run_task_immediately -> 1",
+        "job_completed",
+        "run 2 starts at 0s",
+        "job_completed",
+        "next run at 00:01:00",
+    ]
+
+
+async def test_pause_cancels_a_job_waiting_for_a_pool_slot() -> None:
+    rules = load_example("scheduling_rules")
+    assert await rules.pause_cancels_a_waiting_job() == [
+        "job_started: hog (running)",
+        "waiting for a pool slot: ['report']",
+        "job_cancelled: report (its task was paused before it started)",
+        "job_completed: hog (completed)",
+    ]
+
+
+# -- testing_with_quiv.py: the recipes are tests themselves ------------------------
+
+
+async def test_recipe_virtual_clock() -> None:
+    await load_example("testing_with_quiv").test_hourly_task_runs_on_the_hour()
+
+
+async def test_recipe_cancel() -> None:
+    await load_example("testing_with_quiv").test_cancelled_job_ends_cancelled()
+
+
+async def test_recipe_failure() -> None:
+    await load_example("testing_with_quiv").test_failure_is_recorded_not_raised()
+
+
+def test_recipe_sync_facade() -> None:
+    load_example("testing_with_quiv").test_sync_facade_with_threading_events()
+
+
+# -- fastapi_app.py --------------------------------------------------------------
+
+
+class Inbox:
+    """Reads a test websocket on a thread, so that every wait has a deadline."""
+
+    def __init__(self, websocket: Any) -> None:
+        self._messages: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(websocket,), daemon=True)
+        self._thread.start()
+
+    def _read(self, websocket: Any) -> None:
+        try:
+            while True:
+                self._messages.put(websocket.receive_json())
+        except Exception:  # the session closed: nothing more to read
+            return
+
+    def until(self, last: Callable[[dict[str, Any]], bool], seconds: float = 10) -> list[Any]:
+        """Messages up to and including the first for which ``last`` is true."""
+        received: list[Any] = []
+        while not received or not last(received[-1]):
+            received.append(self._messages.get(timeout=seconds))
+        return received
+
+    def join(self, seconds: float = 10) -> None:
+        self._thread.join(seconds)
+        assert not self._thread.is_alive()
+
+
+@contextmanager
+def websocket_inbox(client: TestClient, path: str) -> Iterator[Inbox]:
+    with client.websocket_connect(path) as websocket:
+        inbox = Inbox(websocket)
+        yield inbox
+    inbox.join()
+
+
+def test_fastapi_app_streams_progress_lists_and_cancels() -> None:
+    fastapi_app = load_example("fastapi_app")
+    with TestClient(fastapi_app.create_app()) as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert "new WebSocket(" in page.text
+
+        with websocket_inbox(client, "/ws") as inbox:
+            assert inbox.until(lambda m: True) == [{"type": "hello"}]
+
+            task_id = client.post("/jobs", json={"steps": 3, "step_seconds": 0.01}).json()[
+                "task_id"
+            ]
+            messages = inbox.until(lambda m: m.get("event") == "job_completed")
+            job_id = messages[0]["job_id"]
+            assert messages == [
+                {"type": "job", "event": "job_started", "task_id": task_id, "job_id": job_id},
+                *(
+                    {"type": "progress", "job_id": job_id, "step": step, "steps": 3}
+                    for step in (1, 2, 3)
+                ),
+                {"type": "job", "event": "job_completed", "task_id": task_id, "job_id": job_id},
+            ]
+            # A finished run-once task is gone; its job stays in the history.
+            assert client.get("/tasks").json() == []
+            assert [job["id"] for job in client.get("/jobs?status=completed").json()] == [job_id]
+
+            long_task = client.post("/jobs", json={"steps": 10_000, "step_seconds": 0.01}).json()
+            started = inbox.until(lambda m: m.get("event") == "job_started")[-1]
+            assert started["task_id"] == long_task["task_id"]
+            tasks = client.get("/tasks").json()
+            assert [(t["id"], t["status"], t["run_once"]) for t in tasks] == [
+                (long_task["task_id"], "running", True)
+            ]
+            reply = client.post(f"/jobs/{started['job_id']}/cancel")
+            assert reply.json() == {"job_id": started["job_id"], "cancelled": True}
+            tail = inbox.until(lambda m: m.get("type") == "job")
+            assert all(m["type"] == "progress" for m in tail[:-1])
+            assert tail[-1]["event"] == "job_cancelled"
+            assert tail[-1]["job_id"] == started["job_id"]
+
+            assert client.post(f"/jobs/{started['job_id']}/cancel").json()["cancelled"] is False
+            assert client.post("/jobs/no-such-job/cancel").status_code == 404
+            statuses = [job["status"] for job in client.get("/jobs").json()]
+            assert statuses == ["completed", "cancelled"]
+
+
+# -- fastapi_quickstart.py -------------------------------------------------------
+
+
+def test_fastapi_quickstart_delivers_progress_on_the_app_loop() -> None:
+    quickstart = load_example("fastapi_quickstart")
+    finished = threading.Event()
+    with TestClient(quickstart.app) as client:
+
+        def on_completed(event: Event, task: Task, job: Job) -> None:
+            finished.set()
+
+        quickstart.scheduler.add_listener(Event.JOB_COMPLETED, on_completed)
+        reply = client.post("/heartbeat", params={"interval": 3600, "rounds": 3})
+        assert reply.status_code == 200
+        # Progress goes out before the job's final event, in the order it was made.
+        assert finished.wait(timeout=10)
+        assert client.get("/progress").json() == [
+            {"message": "ping", "done": 1, "total": 3},
+            {"message": "ping", "done": 2, "total": 3},
+            {"message": "ping", "done": 3, "total": 3},
+        ]
+        [task] = quickstart.scheduler.get_all_tasks()
+        assert task.id == reply.json()["task_id"]
+    with pytest.raises(SchedulerClosedError):
+        quickstart.scheduler.get_all_tasks()
+
+
+# -- starlette_app.py ------------------------------------------------------------
+
+
+def test_starlette_app_lifespan_runs_the_scheduler() -> None:
+    starlette_app = load_example("starlette_app")
+    scheduler = AsyncQuiv()
+    app = starlette_app.create_app(scheduler)
+    completed = threading.Event()
+    finished: list[str] = []
+
+    def on_completed(event: Event, task: Task, job: Job) -> None:
+        finished.append(task.task_name)
+        completed.set()
+
+    with TestClient(app) as client:
+        assert client.portal is not None
+        client.portal.call(scheduler.add_listener, Event.JOB_COMPLETED, on_completed)
+        reply = client.post("/tasks", json={"name": "prices", "interval": 3600, "delay": 3600})
+        assert reply.status_code == 201
+        task_id = reply.json()["task_id"]
+        assert [t["status"] for t in client.get("/tasks").json()] == ["active"]
+
+        assert client.post(f"/tasks/{task_id}/run").json() == {"queued": 1}
+        assert completed.wait(timeout=10)
+        assert finished == ["prices"]
+        assert [j["status"] for j in client.get("/jobs").json()] == ["completed"]
+
+        client.post(f"/tasks/{task_id}/pause")
+        assert client.get(f"/tasks/{task_id}").json()["status"] == "paused"
+        client.post(f"/tasks/{task_id}/resume", params={"delay": 3600})
+        assert client.get(f"/tasks/{task_id}").json()["status"] == "active"
+
+        assert client.get("/jobs", params={"status": "bogus"}).status_code == 400
+        assert client.delete(f"/tasks/{task_id}").status_code == 204
+        missing = client.get(f"/tasks/{task_id}")
+        assert missing.status_code == 404
+        assert missing.json()["error"] == "TaskNotFoundError"
+    # The lifespan ended, and the scheduler with it.
+    with pytest.raises(SchedulerClosedError):
+        anyio.run(scheduler.get_all_tasks)
