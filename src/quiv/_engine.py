@@ -116,7 +116,7 @@ class Engine:
         self._loop_scope: anyio.CancelScope | None = None
         self._wakeup: anyio.Event | None = None
         self._sleeping_until = -math.inf  # the loop's wake-up deadline while it sleeps
-        self._last_tick = -math.inf
+        self._queued_through = 0  # jobs numbered up to here found the pool full
         self._idle: anyio.Event | None = None
         self._services_done: list[anyio.Event] = []
 
@@ -301,11 +301,10 @@ class Engine:
         """
         registry, clock = self.registry, self.clock
         now, wall = clock.monotonic(), clock.now()
-        self._last_tick, previous_tick = now, self._last_tick
         for due, task in registry.pop_due(now):
             job = registry.create_job(task, str(uuid.uuid4()), due, wall)
             self.store.save_job(job)
-        self._start_ready(now, wall, waited_if_due_by=previous_tick)
+        self._start_ready(now, wall)
         deadline = registry.next_due()
         oldest = registry.oldest_finished_end()
         if oldest is not None:
@@ -319,10 +318,11 @@ class Engine:
                 deadline = oldest + keep if deadline is None else min(deadline, oldest + keep)
         return deadline
 
-    def _start_ready(self, now: float, wall: datetime, waited_if_due_by: float) -> None:
+    def _start_ready(self, now: float, wall: datetime) -> None:
         """Start queued jobs while the pool has free slots.
 
-        A job due by ``waited_if_due_by`` had to wait for its slot and counts as late.
+        When the pool is full, every job queued so far has to wait: those are
+        the ones reported as late when they finally start.
         """
         registry, pool, workers = self.registry, self._pool, self._workers
         assert pool is not None and workers is not None
@@ -332,10 +332,11 @@ class Engine:
             try:
                 pool.acquire_on_behalf_of_nowait(job)
             except anyio.WouldBlock:
+                self._queued_through = registry.jobs_created
                 return
             ready.popleft()
             registry.start_job(job, now, wall)
-            if job.due <= waited_if_due_by:
+            if job.number <= self._queued_through:
                 self._late.record(job, now - job.due, now)
             self.store.save_job(job)
             self.emit_job(Event.JOB_STARTED, job)
@@ -382,7 +383,7 @@ class Engine:
             self.store.save_task(task)
         if self.running and registry.ready:
             # The slot this job held goes straight to the next queued job.
-            self._start_ready(now, wall, waited_if_due_by=math.inf)
+            self._start_ready(now, wall)
         self._wake_by(now + self.config.history_retention_seconds)  # the purge timer
         if self._idle is not None and not registry.running:
             self._idle.set()

@@ -127,6 +127,7 @@ class JobEntry:
 
     id: str
     task: TaskEntry
+    number: int  # creation order, 1-based
     due: float
     on_cadence: bool
     started_at: datetime
@@ -182,6 +183,7 @@ class Registry:
         self.running: dict[str, JobEntry] = {}
         self.finished: deque[JobEntry] = deque()  # in end order, for retention
         self._heap: list[tuple[float, int, int, TaskEntry]] = []
+        self.jobs_created = 0
         self._seq = 0
 
     # -- lookups -------------------------------------------------------------
@@ -238,7 +240,15 @@ class Registry:
 
     def create_job(self, task: TaskEntry, job_id: str, due: float, wall: datetime) -> JobEntry:
         """A due task becomes a ``scheduled`` job, queued for a pool slot."""
-        job = JobEntry(id=job_id, task=task, due=due, on_cadence=task.due_is_slot, started_at=wall)
+        self.jobs_created += 1
+        job = JobEntry(
+            id=job_id,
+            task=task,
+            number=self.jobs_created,
+            due=due,
+            on_cadence=task.due_is_slot,
+            started_at=wall,
+        )
         if "_stop_event" in task.injected:
             job.stop_event = threading.Event()
         task.job = job
