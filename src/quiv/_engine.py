@@ -108,6 +108,7 @@ class Engine:
         self.listeners: dict[Event, list[Listener]] = {event: [] for event in Event}
         self.dispatcher = Dispatcher(logger)
         self.store = Store(logger)
+        self.store.snapshot = lambda: (self.registry.tasks.values(), self.registry.jobs.values())
         self.running = False  # True between start() and stop(): jobs may be started
         self._late = _LateStarts(logger)
         self._task_group: TaskGroup | None = None

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -101,6 +102,13 @@ BATCH_LIMIT = 500
 #: Seconds the writer lets changes gather after the first one (group commit). It
 #: also keeps the writer out of the way of the dispatch that caused the change.
 WRITE_DELAY = 0.005
+#: After a failed write, the writer waits this long before retrying, doubling up to
+#: the maximum; closing the store ends the wait for one last attempt.
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
+#: Seconds a write waits on a database locked by someone else before it fails
+#: (and is retried later) rather than holding up the writer and shutdown.
+BUSY_TIMEOUT_SECONDS = 0.25
 
 
 class Store:
@@ -121,10 +129,14 @@ class Store:
         self._flushes: list[anyio.Event] = []
         self._stored_tasks: set[str] = set()  # ids committed to the database
         self._kick: anyio.Event | None = None  # created by start(), on the loop
+        self._closing: anyio.Event | None = None
         self._closed = False
         self._directory: Path | None = None
         self._engine: AsyncEngine | None = None
+        self._retry_delay = RETRY_FIRST_SECONDS
         self.failed_batches = 0
+        #: Returns every live task and job; used to refill a database that vanished.
+        self.snapshot: Callable[[], tuple[Iterable[Row], Iterable[Row]]] | None = None
 
     @property
     def path(self) -> Path | None:
@@ -136,6 +148,7 @@ class Store:
     def start(self) -> None:
         """Get ready to write; :meth:`run` must follow in a task."""
         self._kick = anyio.Event()
+        self._closing = anyio.Event()
         if self._tasks or self._jobs:
             self._kick.set()
 
@@ -176,6 +189,8 @@ class Store:
         """Accept no more changes; :meth:`run` writes what is noted and returns."""
         self._closed = True
         self._wake_writer()
+        if self._closing is not None:
+            self._closing.set()
 
     # -- the writer task ----------------------------------------------------
 
@@ -188,14 +203,25 @@ class Store:
                 if not (self._flushes or self._closed):
                     await anyio.sleep(WRITE_DELAY)
                 self._kick = anyio.Event()
-                await self._commit_noted()
-                if self._closed and not (self._tasks or self._jobs or self._flushes):
+                written = await self._commit_noted()
+                if self._closed:
+                    if written and (self._tasks or self._jobs or self._flushes):
+                        continue  # changes noted while the last batch was written
                     return
+                if not written:  # the disk refuses: let changes gather, then retry
+                    assert self._closing is not None
+                    with anyio.move_on_after(self._retry_delay):
+                        await self._closing.wait()
+                    self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
+                    self._kick.set()
+                else:
+                    self._retry_delay = RETRY_FIRST_SECONDS
         finally:
             with anyio.CancelScope(shield=True):
                 await self._dispose()
 
-    async def _commit_noted(self) -> None:
+    async def _commit_noted(self) -> bool:
+        """Write every noted change; on failure note them again and return False."""
         tasks, self._tasks = self._tasks, {}
         jobs, self._jobs = self._jobs, {}
         purge_before, self._purge_before = self._purge_before, None
@@ -206,17 +232,29 @@ class Store:
             self.failed_batches += 1
             self._logger.exception(
                 "quiv could not write %d task and %d job records to its database; "
-                "scheduling goes on from memory",
+                "scheduling goes on from memory and the write will be retried",
                 len(tasks),
                 len(jobs),
             )
+            # Writes are idempotent upserts and deletes: put them back behind any
+            # newer change of the same rows, and try again later.
+            for task_id, entry in tasks.items():
+                self._tasks.setdefault(task_id, entry)
+            for job_id, job in jobs.items():
+                self._jobs.setdefault(job_id, job)
+            if purge_before is not None and self._purge_before is None:
+                self._purge_before = purge_before
+            return False
         finally:
             for event in flushes:
                 event.set()
+        return True
 
     async def _write(
         self, tasks: dict[str, Row | None], jobs: list[Row], purge_before: datetime | None
     ) -> None:
+        if self._engine is not None and not self._file_intact():
+            tasks, jobs = await self._recreate(tasks, jobs)
         stored = self._stored_tasks
         deleted = [
             (task_id,) for task_id, entry in tasks.items() if entry is None and task_id in stored
@@ -244,13 +282,49 @@ class Store:
             async with engine.begin() as connection:
                 await connection.exec_driver_sql(_PURGE_SQL, (purge_before.isoformat(" "),))
 
+    def _file_intact(self) -> bool:
+        path = self.path
+        return path is not None and path.exists()
+
+    async def _recreate(
+        self, tasks: dict[str, Row | None], jobs: list[Row]
+    ) -> tuple[dict[str, Row | None], list[Row]]:
+        """Start a new database when the file was deleted under us, filled from memory.
+
+        SQLite would otherwise go on "committing" into the unlinked file.
+        """
+        self._logger.error(
+            "quiv's database file %s disappeared; writing a new one from memory", self.path
+        )
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await engine.dispose()
+                except Exception:
+                    self._logger.debug("quiv could not close the vanished database", exc_info=True)
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+        self._stored_tasks.clear()
+        if self.snapshot is None:
+            return tasks, jobs
+        live_tasks, live_jobs = self.snapshot()
+        every_task: dict[str, Row | None] = {task.id: task for task in live_tasks}
+        every_task.update((key, entry) for key, entry in tasks.items() if entry is not None)
+        every_job = {job.id: job for job in live_jobs}
+        every_job.update((job.id, job) for job in jobs)
+        return every_task, list(every_job.values())
+
     async def _open(self) -> AsyncEngine:
         if self._directory is None:
             self._directory = Path(tempfile.mkdtemp(prefix="quiv-"))  # mode 0700
         path = self._directory / "quiv.sqlite3"
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
-        engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+        engine = create_async_engine(
+            f"sqlite+aiosqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_SECONDS}
+        )
 
         @sa.event.listens_for(engine.sync_engine, "connect")
         def _tune(dbapi_connection: Any, _record: Any) -> None:
