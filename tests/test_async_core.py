@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import stat
@@ -602,3 +603,29 @@ def test_config_and_explicit_options_do_not_mix() -> None:
     with pytest.raises(ConfigurationError, match="not both"):
         AsyncQuiv(QuivConfig(pool_size=3), pool_size=4)
     assert AsyncQuiv(QuivConfig(pool_size=3)).config.pool_size == 3
+
+
+TRACE: contextvars.ContextVar[str] = contextvars.ContextVar("trace", default="unset")
+
+
+async def test_context_variables_do_not_leak_between_jobs() -> None:
+    seen: list[tuple[str, int, str]] = []
+
+    async def async_job(n: int) -> None:
+        seen.append(("async", n, TRACE.get()))
+        TRACE.set(f"async-{n}")
+
+    def sync_job(n: int) -> None:
+        seen.append(("sync", n, TRACE.get()))
+        TRACE.set(f"sync-{n}")
+
+    async with AsyncQuiv(pool_size=1) as scheduler:  # one worker of each kind, reused
+        recorder = AsyncRecorder()
+        await recorder.attach(scheduler)
+        for n in range(3):
+            await scheduler.add_task("a", async_job, 60, run_once=True, args=(n,))
+            await scheduler.add_task("s", sync_job, 60, run_once=True, args=(n,))
+        await recorder.wait_for(DONE, 6)
+    assert sorted(seen) == sorted(
+        [(kind, n, "unset") for kind in ("async", "sync") for n in range(3)]
+    )

@@ -13,6 +13,10 @@ each job cheap, not to bound anything:
   thread runs the next waiting sync job as soon as it finishes one, without
   a round trip through the loop, and exits after a while without work.
 
+Each job runs in a fresh copy of its worker's ``contextvars`` context, as if
+it had a task of its own: a ``ContextVar`` set by one job (a trace id, say)
+is never seen by the next job on the same worker.
+
 Finished jobs are reported back through :attr:`finish`. From threads the
 reports are batched: the first report of a burst schedules one hand-off onto
 the loop, which then takes every report that has piled up.
@@ -21,6 +25,7 @@ the loop, which then takes every report that has piled up.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -129,7 +134,9 @@ class Workers:
         status: JobStatus = JobStatus.CANCELLED
         error: str | None = "stopped by shutdown after the grace period"
         try:
-            status, error = await run_async_job(job, hook, scope)
+            # A task of its own gives the job a fresh copy of the worker's context,
+            # so a ContextVar one handler sets never leaks into the next job.
+            status, error = await asyncio.ensure_future(run_async_job(job, hook, scope))
         finally:
             self._finish(job, status, error)
 
@@ -156,7 +163,8 @@ class Workers:
                         return
                 job, hook = pending.popleft()
                 self._threads_busy += 1
-            outcome = run_sync_job(job, hook)
+            # Each job runs in a fresh copy of the thread's context (see _run_async).
+            outcome = contextvars.copy_context().run(run_sync_job, job, hook)
             with cond:
                 self._threads_busy -= 1
             self._report(job, outcome)
