@@ -285,10 +285,12 @@ async def test_fixed_interval_cadence_does_not_drift() -> None:
 async def test_fixed_interval_skips_slots_missed_during_a_long_run() -> None:
     clock = VirtualClock()
     release = anyio.Event()
+    entered = anyio.Event()
     starts: list[float] = []
 
     async def slow() -> None:
         starts.append(clock.monotonic())
+        entered.set()
         if len(starts) == 1:
             await release.wait()
 
@@ -296,7 +298,8 @@ async def test_fixed_interval_skips_slots_missed_during_a_long_run() -> None:
         recorder = AsyncRecorder()
         await recorder.attach(scheduler)
         task_id = await scheduler.add_task("slow", slow, interval=10)
-        await recorder.wait_for(Event.JOB_STARTED)
+        with anyio.fail_after(5):
+            await entered.wait()  # the handler itself has begun, not just its job
         clock.advance(25)  # slots 10 and 20 pass while the first run is busy
         await wait_all_tasks_blocked()
         assert recorder.count(Event.JOB_STARTED) == 1
@@ -314,10 +317,12 @@ async def test_fixed_interval_skips_slots_missed_during_a_long_run() -> None:
 async def test_relative_interval_is_measured_from_completion() -> None:
     clock = VirtualClock()
     release = anyio.Event()
+    entered = anyio.Event()
     starts: list[float] = []
 
     async def slow() -> None:
         starts.append(clock.monotonic())
+        entered.set()
         if len(starts) == 1:
             await release.wait()
 
@@ -325,7 +330,8 @@ async def test_relative_interval_is_measured_from_completion() -> None:
         recorder = AsyncRecorder()
         await recorder.attach(scheduler)
         await scheduler.add_task("slow", slow, interval=10, fixed_interval=False)
-        await recorder.wait_for(Event.JOB_STARTED)
+        with anyio.fail_after(5):
+            await entered.wait()  # the handler itself has begun, not just its job
         clock.advance(4)
         release.set()
         await recorder.wait_for(DONE, 1)
