@@ -16,6 +16,7 @@ import asyncio
 import enum
 import logging
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, tzinfo
@@ -128,6 +129,7 @@ class AsyncQuiv:
         )
         self._state = _State.UNOPENED
         self._task_group: TaskGroup | None = None
+        self._loop_thread: int | None = None  # set while open: calls must come from it
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -155,6 +157,7 @@ class AsyncQuiv:
             await task_group.__aexit__(None, None, None)
             raise
         self._task_group = task_group
+        self._loop_thread = threading.get_ident()
         self._state = _State.OPEN
         self._logger.debug("quiv scheduler started (pool_size=%d)", self._config.pool_size)
         return self
@@ -175,6 +178,7 @@ class AsyncQuiv:
         finally:
             self._state = _State.CLOSED
             self._task_group = None
+            self._loop_thread = None
             # The body's own exception is not the group's business: it propagates as
             # it is (an ``except ValueError`` around the block still catches it).
             await task_group.__aexit__(None, None, None)
@@ -215,10 +219,16 @@ class AsyncQuiv:
     def _check_usable(self) -> None:
         if self._state is _State.CLOSED:
             raise SchedulerClosedError()
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
+            # The registry belongs to the loop; touching it from elsewhere would race.
+            raise SchedulerStateError(
+                "AsyncQuiv methods must be awaited on the event loop that runs the scheduler; "
+                "from another thread use quiv.Quiv, or anyio.from_thread.run(...) in a worker "
+                "thread of that loop"
+            )
 
     def _check_accepting(self) -> None:
-        if self._state is _State.CLOSED:
-            raise SchedulerClosedError()
+        self._check_usable()
         if self._state is _State.CLOSING:
             raise SchedulerStateError("the scheduler is shutting down and accepts no new work")
 

@@ -120,6 +120,7 @@ class Dispatcher:
         self._room = threading.Condition(self._inbox_lock)
         self._handoff_pending = False
         self._waiters = 0
+        self._current: deque[Delivery] = deque()  # the batch being delivered right now
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._sink: _HostLoopSink | None = None
@@ -163,7 +164,7 @@ class Dispatcher:
 
     def _post_from_thread(self, delivery: Delivery) -> None:
         with self._inbox_lock:
-            while self._backlog() >= HIGH_WATER and not self._closed:
+            while self.backlog() >= HIGH_WATER and not self._closed:
                 self._waiters += 1
                 try:
                     self._room.wait(timeout=1.0)
@@ -181,9 +182,10 @@ class Dispatcher:
                 self._inbox.clear()
                 self._handoff_pending = False
 
-    def _backlog(self) -> int:
+    def backlog(self) -> int:
+        """Deliveries posted but not yet handed to a callback."""
         buffered = 0 if self._receive is None else self._receive.statistics().current_buffer_used
-        return len(self._inbox) + buffered
+        return len(self._inbox) + buffered + len(self._current)
 
     def drain_inbox(self) -> None:
         """Move what worker threads posted into the stream; call on the loop.
@@ -198,7 +200,7 @@ class Dispatcher:
             self._post_on_loop(delivery)
 
     def _release_waiters(self) -> None:
-        if self._waiters and self._backlog() <= LOW_WATER:
+        if self._waiters and self.backlog() <= LOW_WATER:
             with self._inbox_lock:
                 self._room.notify_all()
 
@@ -218,8 +220,9 @@ class Dispatcher:
                         break
                 if self._sink is None or not self._sink.forward(batch):
                     self._sink = None
-                    for item in batch:
-                        await _invoke(item, self._logger)
+                    current = self._current = deque(batch)
+                    while current:
+                        await _invoke(current.popleft(), self._logger)
                 self._release_waiters()
 
     def close(self) -> None:

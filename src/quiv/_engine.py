@@ -177,6 +177,13 @@ class Engine:
         with anyio.move_on_after(max(shutdown_timeout, UNWIND_SECONDS)):
             for done in self._services_done:
                 await done.wait()
+        undelivered = self.dispatcher.backlog()
+        if undelivered:
+            self.logger.warning(
+                "quiv shutdown: %d callback(s) were still waiting for a slow listener or "
+                "progress callback and were dropped",
+                undelivered,
+            )
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()  # whatever still hangs on, ends now
 
@@ -211,9 +218,9 @@ class Engine:
     # -- transitions, applied by AsyncQuiv after validation --------------------
 
     def add(self, task: TaskEntry, delay: float) -> None:
-        now, wall = self.clock.monotonic(), self.clock.now()
+        now, first_run = self.clock.monotonic(), self.clock.now() + timedelta(seconds=delay)
         self.registry.tasks[task.id] = task
-        self.registry.schedule(task, now + delay, wall + timedelta(seconds=delay), on_cadence=True)
+        self.registry.schedule(task, now + delay, first_run, on_cadence=True)
         self.store.save_task(task)
         self.emit_task(Event.TASK_ADDED, task)
         self._wake_by(now + delay)

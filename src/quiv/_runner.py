@@ -89,7 +89,10 @@ def handler_traits(func: Callable[..., Any]) -> tuple[bool, frozenset[str]]:
 
 
 def _describe_error(exc: BaseException) -> str:
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose __str__ raises must not take us down with it
+        text = "<str() of the exception failed>"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -20,6 +20,7 @@ from numbers import Real
 from ._exceptions import ConfigurationError
 
 __all__ = [
+    "MAX_SECONDS",
     "next_fixed_slot",
     "next_relative_run",
     "skipped_slots",
@@ -56,13 +57,25 @@ def next_relative_run(finished: float, interval: float) -> float:
     return finished + interval
 
 
+#: The longest interval or delay accepted: a century. Anything longer is a unit
+#: mistake, and would overflow datetime arithmetic somewhere down the line.
+MAX_SECONDS = 100 * 365.25 * 24 * 3600
+
+
 def _finite_number(value: object, what: str) -> float:
     # bool is an int subclass; ``interval=True`` is a bug, not one second.
     if isinstance(value, bool) or not isinstance(value, Real):
         raise ConfigurationError(f"{what} must be a number of seconds, got {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
     if not math.isfinite(number):
         raise ConfigurationError(f"{what} must be finite, got {value!r}")
+    if abs(number) > MAX_SECONDS:
+        raise ConfigurationError(
+            f"{what} must be at most {MAX_SECONDS:.0f} s (100 years), got {value!r}"
+        )
     return number
 
 
