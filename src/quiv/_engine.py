@@ -253,13 +253,15 @@ class Engine:
         task.anchor = None
         task.snapshot = None
         if task.job is None:
-            due = now + delay
-            self.registry.schedule(task, due, wall + timedelta(seconds=delay), on_cadence=True)
-            self._wake_by(due)
+            self.registry.schedule(
+                task, now + delay, wall + timedelta(seconds=delay), on_cadence=True
+            )
         elif task.job.status is JobStatus.RUNNING:
             task.resume_at = now + delay  # applied when the run ends
         self.store.save_task(task)
         self.emit_task(Event.TASK_RESUMED, task)
+        if task.job is None:
+            self._wake_by(now + delay)
 
     def cancel(self, job: JobEntry) -> bool:
         if job.status.is_final:
@@ -288,8 +290,14 @@ class Engine:
     # -- the scheduler loop --------------------------------------------------
 
     def _wake_by(self, when: float) -> None:
-        """Make sure the scheduler loop is awake by monotonic time ``when``."""
-        if when < self._sleeping_until and self._wakeup is not None:
+        """Make sure whatever falls due at monotonic time ``when`` is dispatched then."""
+        if when >= self._sleeping_until or self._wakeup is None:
+            return  # the loop is awake, or will wake by then anyway
+        if self.running and when <= self.clock.monotonic():
+            # Due already: dispatch it right here, a loop round trip sooner. The
+            # loop's own deadline stays right, since nothing else became due.
+            self._dispatch_due(self.clock.monotonic(), self.clock.now())
+        else:
             self._wakeup.set()
 
     async def _scheduler_loop(self) -> None:
@@ -309,10 +317,7 @@ class Engine:
         """
         registry, clock = self.registry, self.clock
         now, wall = clock.monotonic(), clock.now()
-        for due, task in registry.pop_due(now):
-            job = registry.create_job(task, str(uuid.uuid4()), due, wall)
-            self.store.save_job(job)
-        self._start_ready(now, wall)
+        self._dispatch_due(now, wall)
         deadline = registry.next_due()
         oldest = registry.oldest_finished_end()
         if oldest is not None:
@@ -325,6 +330,14 @@ class Engine:
             if oldest is not None:
                 deadline = oldest + keep if deadline is None else min(deadline, oldest + keep)
         return deadline
+
+    def _dispatch_due(self, now: float, wall: datetime) -> None:
+        """Turn every task due by ``now`` into a job and start what the pool allows."""
+        registry = self.registry
+        for due, task in registry.pop_due(now):
+            job = registry.create_job(task, str(uuid.uuid4()), due, wall)
+            self.store.save_job(job)
+        self._start_ready(now, wall)
 
     def _start_ready(self, now: float, wall: datetime) -> None:
         """Start queued jobs while the pool has free slots.
