@@ -37,9 +37,10 @@ from ._runner import task_is_cancelling
 
 __all__ = ["Delivery", "Dispatcher"]
 
-#: Undelivered callbacks at which a worker thread posting more waits for the dispatcher.
-HIGH_WATER = 10_000
-#: ...and the level the backlog must fall back to before it goes on.
+#: Undelivered callbacks at which a worker thread posting more waits for delivery.
+#: Small on purpose: it bounds both memory and how stale a progress payload can be.
+HIGH_WATER = 256
+#: ...and the level the backlog must fall back to before the thread goes on.
 LOW_WATER = HIGH_WATER // 2
 
 
@@ -116,11 +117,11 @@ class Dispatcher:
         self._send: MemoryObjectSendStream[Delivery] | None = None
         self._receive: MemoryObjectReceiveStream[Delivery] | None = None
         self._inbox: deque[Delivery] = deque()
-        self._inbox_lock = threading.Lock()
-        self._room = threading.Condition(self._inbox_lock)
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._pending = 0  # posted and not yet delivered, wherever they are; under _lock
         self._handoff_pending = False
         self._waiters = 0
-        self._current: deque[Delivery] = deque()  # the batch being delivered right now
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._sink: _HostLoopSink | None = None
@@ -156,21 +157,27 @@ class Dispatcher:
     def _post_on_loop(self, delivery: Delivery) -> None:
         if self._send is None:
             self._early.append(delivery)
+            with self._lock:
+                self._pending += 1
             return
         try:
             self._send.send_nowait(delivery)
         except anyio.ClosedResourceError:
             self._logger.debug("quiv dropped a callback posted after shutdown")
+            return
+        with self._lock:
+            self._pending += 1
 
     def _post_from_thread(self, delivery: Delivery) -> None:
-        with self._inbox_lock:
-            while self.backlog() >= HIGH_WATER and not self._closed:
+        with self._lock:
+            while self._pending >= HIGH_WATER and not self._closed:
                 self._waiters += 1
                 try:
                     self._room.wait(timeout=1.0)
                 finally:
                     self._waiters -= 1
             self._inbox.append(delivery)
+            self._pending += 1
             if self._handoff_pending:
                 return
             self._handoff_pending = True
@@ -178,31 +185,39 @@ class Dispatcher:
         try:
             self._loop.call_soon_threadsafe(self.drain_inbox)
         except RuntimeError:  # loop already closed: nobody is left to deliver to
-            with self._inbox_lock:
+            with self._lock:
+                self._pending -= len(self._inbox)
                 self._inbox.clear()
                 self._handoff_pending = False
 
     def backlog(self) -> int:
-        """Deliveries posted but not yet handed to a callback."""
-        buffered = 0 if self._receive is None else self._receive.statistics().current_buffer_used
-        return len(self._inbox) + buffered + len(self._current)
+        """Deliveries posted but not yet run here, or handed to the host loop."""
+        with self._lock:
+            return self._pending
+
+    def _delivered(self, count: int) -> None:
+        with self._lock:
+            self._pending -= count
+            if self._waiters and self._pending <= LOW_WATER:
+                self._room.notify_all()
 
     def drain_inbox(self) -> None:
         """Move what worker threads posted into the stream; call on the loop.
 
         Everything moves at once, so a later loop-side post can never overtake it.
         """
-        with self._inbox_lock:
+        with self._lock:
             batch = list(self._inbox)
             self._inbox.clear()
             self._handoff_pending = False
+        send = self._send
+        if send is None:
+            return
         for delivery in batch:
-            self._post_on_loop(delivery)
-
-    def _release_waiters(self) -> None:
-        if self._waiters and self.backlog() <= LOW_WATER:
-            with self._inbox_lock:
-                self._room.notify_all()
+            try:
+                send.send_nowait(delivery)
+            except anyio.ClosedResourceError:
+                self._delivered(1)  # dropped: nobody is left to deliver to
 
     async def run(self) -> None:
         """Deliver until :meth:`close` is called and everything queued is delivered."""
@@ -218,17 +233,21 @@ class Dispatcher:
                         batch.append(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                if self._sink is None or not self._sink.forward(batch):
-                    self._sink = None
-                    current = self._current = deque(batch)
-                    while current:
-                        await _invoke(current.popleft(), self._logger)
-                self._release_waiters()
+                if self._sink is not None and self._sink.forward(batch):
+                    # Handed over. Counting them until the host loop runs them would
+                    # make worker threads wait on that loop, which may be the very
+                    # one blocked in shutdown() waiting for those threads.
+                    self._delivered(len(batch))
+                    continue
+                self._sink = None
+                for item in batch:
+                    await _invoke(item, self._logger)
+                    self._delivered(1)
 
     def close(self) -> None:
         """Stop accepting deliveries; :meth:`run` returns once the backlog is delivered."""
         self.drain_inbox()
-        with self._inbox_lock:
+        with self._lock:
             self._closed = True
             self._room.notify_all()
         if self._send is not None:
