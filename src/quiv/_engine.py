@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from ._clock import Clock
 from ._config import QuivConfig
 from ._dispatch import Delivery, Dispatcher
+from ._ids import new_id
 from ._models import Event, JobStatus
 from ._registry import JobEntry, Registry, TaskEntry
 from ._store import Store
@@ -335,7 +335,7 @@ class Engine:
         """Turn every task due by ``now`` into a job and start what the pool allows."""
         registry = self.registry
         for due, task in registry.pop_due(now):
-            job = registry.create_job(task, str(uuid.uuid4()), due, wall)
+            job = registry.create_job(task, new_id(), due, wall)
             self.store.save_job(job)
         self._start_ready(now, wall)
 

@@ -8,12 +8,13 @@ They are snapshots: a later change to the scheduler never mutates one you hold.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Event", "Job", "JobStatus", "Task", "TaskStatus"]
+__all__ = ["Event", "Job", "JobStatus", "Task", "TaskStatus", "build_model"]
 
 
 class Event(str, enum.Enum):
@@ -108,3 +109,47 @@ class Job(BaseModel):
     ended_at: datetime | None = None
     duration_seconds: float | None = None
     error_message: str | None = None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _assemble(cls: type[M], values: dict[str, Any]) -> M:
+    # What validation would build, without validating: the values come from
+    # quiv's own state and already have the declared types. About twice as fast
+    # as validating, which matters on the per-job path.
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", values)
+    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
+
+
+def _validated(cls: type[M], values: dict[str, Any]) -> M:
+    return cls(**values)
+
+
+def _pick_builder() -> Callable[[type[M], dict[str, Any]], M]:
+    """Use the fast path only if, on this pydantic, it builds exactly what validation does."""
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    sample = {
+        "id": "i",
+        "task_id": "t",
+        "task_name": "n",
+        "status": JobStatus.COMPLETED,
+        "started_at": now,
+        "ended_at": now,
+        "duration_seconds": 1.0,
+        "error_message": None,
+    }
+    try:
+        fast, slow = _assemble(Job, dict(sample)), _validated(Job, dict(sample))
+        if fast == slow and fast.model_dump_json() == slow.model_dump_json():
+            return _assemble
+    except Exception:  # an internal layout we do not know: validate instead
+        pass
+    return _validated
+
+
+build_model = _pick_builder()

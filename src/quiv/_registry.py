@@ -12,7 +12,6 @@ surface, which is cheaper than deleting from the middle of a heap.
 from __future__ import annotations
 
 import heapq
-import pickle
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ._exceptions import JobNotFoundError, TaskNotFoundError
-from ._models import Job, JobStatus, Task, TaskStatus
+from ._models import Job, JobStatus, Task, TaskStatus, build_model
 from ._schedule import next_fixed_slot, next_relative_run
 
 __all__ = ["JOB_COLUMNS", "TASK_COLUMNS", "JobEntry", "Registry", "TaskEntry"]
@@ -63,8 +62,10 @@ class TaskEntry:
     func: Callable[..., Any]
     is_async: bool
     injected: frozenset[str]
-    args_blob: bytes
+    args_blob: bytes  # what runs get, unpickled afresh each time
     kwargs_blob: bytes
+    args_copy: tuple[Any, ...]  # one unpickled copy, shown in snapshots
+    kwargs_copy: dict[str, Any]
     interval: float
     fixed: bool
     run_once: bool
@@ -93,16 +94,19 @@ class TaskEntry:
 
     def to_model(self) -> Task:
         if self.snapshot is None:
-            self.snapshot = Task(
-                id=self.id,
-                task_name=self.name,
-                args=pickle.loads(self.args_blob),
-                kwargs=pickle.loads(self.kwargs_blob),
-                interval_seconds=self.interval,
-                fixed_interval=self.fixed,
-                run_once=self.run_once,
-                status=self.status,
-                next_run_at=self.next_run_at,
+            self.snapshot = build_model(
+                Task,
+                {
+                    "id": self.id,
+                    "task_name": self.name,
+                    "args": self.args_copy,
+                    "kwargs": self.kwargs_copy,
+                    "interval_seconds": self.interval,
+                    "fixed_interval": self.fixed,
+                    "run_once": self.run_once,
+                    "status": self.status,
+                    "next_run_at": self.next_run_at,
+                },
             )
         return self.snapshot
 
@@ -147,15 +151,18 @@ class JobEntry:
             self.stop_event.set()
 
     def to_model(self) -> Job:
-        return Job(
-            id=self.id,
-            task_id=self.task.id,
-            task_name=self.task.name,
-            status=self.status,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            duration_seconds=self.duration,
-            error_message=self.error,
+        return build_model(
+            Job,
+            {
+                "id": self.id,
+                "task_id": self.task.id,
+                "task_name": self.task.name,
+                "status": self.status,
+                "started_at": self.started_at,
+                "ended_at": self.ended_at,
+                "duration_seconds": self.duration,
+                "error_message": self.error,
+            },
         )
 
     def to_row(self) -> tuple[Any, ...]:

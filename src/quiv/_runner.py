@@ -100,8 +100,10 @@ def _arguments(
     job: JobEntry, progress_hook: Callable[..., None]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     task = job.task
-    args: tuple[Any, ...] = pickle.loads(task.args_blob)  # a fresh copy for every run
-    kwargs: dict[str, Any] = pickle.loads(task.kwargs_blob)
+    # A fresh copy for every run, so no run sees another's mutations; nothing to
+    # copy when there are no arguments (the common case).
+    args: tuple[Any, ...] = pickle.loads(task.args_blob) if task.args_copy else ()
+    kwargs: dict[str, Any] = pickle.loads(task.kwargs_blob) if task.kwargs_copy else {}
     if task.injected:
         if "_job_id" in task.injected:
             kwargs["_job_id"] = job.id

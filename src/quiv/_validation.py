@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import inspect
 import pickle
-import uuid
 from datetime import datetime
 from typing import Any
 
 from ._exceptions import ConfigurationError
+from ._ids import new_id
 from ._registry import TaskEntry
 from ._runner import INJECTABLE, handler_traits
 from ._schedule import validate_delay, validate_interval
@@ -27,18 +27,21 @@ def check_id(value: object, what: str) -> str:
     return value
 
 
-def _pickled(value: object, what: str) -> bytes:
-    # Each run unpickles a fresh copy, so a value that pickles but cannot be loaded
-    # back would fail every run; find out now, at the call.
+def _pickled(value: object, what: str) -> tuple[bytes, Any]:
+    """The pickle of ``value`` and a copy loaded back from it.
+
+    Each run unpickles a fresh copy, so a value that pickles but cannot be loaded
+    back would fail every run; find out now, at the call.
+    """
     try:
         blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        pickle.loads(blob)
+        copy = pickle.loads(blob)
     except Exception as exc:
         raise ConfigurationError(
             f"{what} must survive pickling (lambdas, inner functions and open files do not): "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    return blob
+    return blob, copy
 
 
 def new_task_entry(
@@ -82,15 +85,19 @@ def new_task_entry(
     if progress_callback is not None and not callable(progress_callback):
         raise ConfigurationError(f"progress_callback must be callable, got {progress_callback!r}")
     empty_kwargs: dict[str, Any] = {}
+    args_blob, args_copy = _pickled(args or (), "args")
+    kwargs_blob, kwargs_copy = _pickled(kwargs or empty_kwargs, "kwargs")
     is_async, injected = handler_traits(func)
     task = TaskEntry(
-        id=str(uuid.uuid4()),
+        id=new_id(),
         name=task_name,
         func=func,
         is_async=is_async,
         injected=injected,
-        args_blob=_pickled(args or (), "args"),
-        kwargs_blob=_pickled(kwargs or empty_kwargs, "kwargs"),
+        args_blob=args_blob,
+        kwargs_blob=kwargs_blob,
+        args_copy=args_copy,
+        kwargs_copy=kwargs_copy,
         interval=seconds,
         fixed=fixed_interval,
         run_once=run_once,
