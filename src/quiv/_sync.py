@@ -2,14 +2,15 @@
 
 The facade owns no scheduling logic. ``start()`` runs an ``AsyncQuiv`` on a
 private event loop in a daemon thread (an anyio blocking portal), and every
-method forwards to the coroutine of the same name. How it forwards depends on
-the calling thread:
+method forwards to the coroutine of the same name. The core's methods never
+suspend, so forwarding is mechanical and depends only on the calling thread:
 
-* any ordinary thread (a script, a threadpool worker, a sync handler):
-  ``portal.call``, which runs the coroutine on the private loop and waits;
+* any ordinary thread (a script, a threadpool worker, a sync handler): the
+  call is handed to the private loop with ``call_soon_threadsafe``, run there
+  inline, and its result or exception handed back through a future;
 * the private loop's own thread (inside an async handler, a listener or a
-  callback quiv runs there): ``portal.call`` would deadlock, so the coroutine
-  is driven inline. That works because the core's methods never suspend;
+  callback quiv runs there): waiting would deadlock, so the coroutine is
+  driven inline, right there;
 * before ``start()``: inline as well, so tasks can be added up front.
 
 A host event loop (FastAPI's) only ever receives callbacks, fire-and-forget;
@@ -27,6 +28,7 @@ import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import Future
 from contextlib import ExitStack, asynccontextmanager
 from datetime import tzinfo
 from types import TracebackType
@@ -38,7 +40,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ._clock import Clock
 from ._config import QuivConfig
 from ._core import AsyncQuiv
-from ._exceptions import QuivError, SchedulerClosedError, SchedulerStateError
+from ._exceptions import SchedulerClosedError, SchedulerStateError
 from ._models import Event, Job, Task
 from ._runner import current_job_id
 from ._types import Handler, Listener, ProgressCallback
@@ -101,13 +103,9 @@ _register_exit_hook = getattr(threading, "_register_atexit", atexit.register)
 _register_exit_hook(_shutdown_running)
 
 
-def _drive(method: Callable[[Unpack[Ts]], Coroutine[Any, Any, T]], *args: Unpack[Ts]) -> T:
-    return _run_inline(method(*args))
-
-
-def _adopt_loop_thread() -> int:
+def _adopt_loop_thread() -> tuple[int, asyncio.AbstractEventLoop]:
     threading.current_thread().name = "quiv-loop"
-    return threading.get_ident()
+    return threading.get_ident(), asyncio.get_running_loop()
 
 
 class Quiv:
@@ -153,6 +151,8 @@ class Quiv:
         self._lock = threading.RLock()
         self._state = _State.UNOPENED
         self._portal: BlockingPortal | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the private loop, while open
+        self._in_flight: set[Future[Any]] = set()  # calls handed to that loop
         self._stack: ExitStack | None = None
         self._loop_thread: int | None = None
 
@@ -180,7 +180,7 @@ class Quiv:
                 pass  # no host loop: callbacks run on the private loop
             with ExitStack() as stack:
                 portal = stack.enter_context(start_blocking_portal())
-                self._loop_thread = portal.call(_adopt_loop_thread)
+                self._loop_thread, self._loop = portal.call(_adopt_loop_thread)
                 stack.enter_context(portal.wrap_async_context_manager(self._core))
                 self._stack = stack.pop_all()
             self._portal = portal
@@ -214,8 +214,11 @@ class Quiv:
                     stack.close()
             finally:
                 self._state = _State.CLOSED
-                self._portal = None
+                self._portal = self._loop = None
                 _running.discard(self)
+                for future in list(self._in_flight):  # the loop stopped before running them
+                    if not future.done():
+                        future.set_exception(SchedulerClosedError())
 
     def stop(self) -> None:
         """Alias of :meth:`shutdown`."""
@@ -251,21 +254,40 @@ class Quiv:
     # -- forwarding ---------------------------------------------------------
 
     def _call(self, method: Callable[[Unpack[Ts]], Coroutine[Any, Any, T]], *args: Unpack[Ts]) -> T:
-        portal = self._portal
-        if portal is not None and threading.get_ident() != self._loop_thread:
-            try:
-                # The core's methods never suspend, so they are driven inline on the
-                # loop thread: one hand-off each way, no task to spawn.
-                result: T = portal.call(_drive, method, *args)
-                return result
-            except RuntimeError as exc:
-                if isinstance(exc, QuivError) or self._state is _State.OPEN:
-                    raise
-                raise SchedulerClosedError() from exc  # the portal stopped under us
-        if threading.get_ident() == self._loop_thread:
+        loop, on_loop = self._loop, threading.get_ident() == self._loop_thread
+        if loop is not None and not on_loop:
+            return self._call_on_loop(loop, method, *args)
+        if on_loop:
             return _run_inline(method(*args))
         with self._lock:  # before start (or after shutdown): serialise callers
             return _run_inline(method(*args))
+
+    def _call_on_loop(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        method: Callable[[Unpack[Ts]], Coroutine[Any, Any, T]],
+        *args: Unpack[Ts],
+    ) -> T:
+        # The core's methods never suspend, so the call runs inline in a loop
+        # callback: one hand-off each way. (portal.call would also spawn a task
+        # and cross threads twice more, tripling the cost of every call.)
+        future: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(_run_inline(method(*args)))
+            except BaseException as exc:  # the caller re-raises it
+                future.set_exception(exc)
+
+        self._in_flight.add(future)
+        try:
+            try:
+                loop.call_soon_threadsafe(run)
+            except RuntimeError:  # the loop closed under us
+                raise SchedulerClosedError() from None
+            return future.result()
+        finally:
+            self._in_flight.discard(future)
 
     # -- the public API: blocking forms of AsyncQuiv's methods ----------------
 
