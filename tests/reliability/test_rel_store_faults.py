@@ -11,6 +11,7 @@ can hang the host event loop.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -159,7 +160,8 @@ async def test_database_directory_deleted_while_running(caplog: pytest.LogCaptur
         noticed = store.failed_batches > 0 and bool(_write_errors(caplog))
         recreated = store.path is not None and await anyio.Path(store.path).exists()
         if recreated:
-            with sqlite3.connect(store.path) as reader:
+            # sqlite3's own "with" ends the transaction but does not close; closing does.
+            with contextlib.closing(sqlite3.connect(store.path)) as reader:
                 ids = {row[0] for row in reader.execute("SELECT id FROM quiv_tasks")}
             assert recurring in ids
         assert noticed or recreated, "writes went into a deleted database file, silently"
