@@ -282,7 +282,10 @@ async def test_fixed_interval_cadence_does_not_drift() -> None:
     assert starts == [0.0, 10.004, pytest.approx(20.0)]
 
 
-async def test_fixed_interval_skips_slots_missed_during_a_long_run() -> None:
+async def test_fixed_interval_skips_slots_missed_during_a_long_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="Quiv")
     clock = VirtualClock()
     release = anyio.Event()
     entered = anyio.Event()
@@ -312,6 +315,9 @@ async def test_fixed_interval_skips_slots_missed_during_a_long_run() -> None:
         clock.advance(0.1)
         await recorder.wait_for(DONE, 2)
     assert starts == [0.0, 30.0]
+    assert [m for m in caplog.messages if "skipped" in m] == [
+        f"quiv task 'slow' ({task_id}) overran its interval: 2 slot(s) skipped"
+    ]
 
 
 async def test_relative_interval_is_measured_from_completion() -> None:

@@ -325,9 +325,7 @@ class AsyncQuiv:
         """
         self._check_usable()
         task = self._engine.registry.task(check_id(task_id, "task_id"))
-        was_paused = task.paused
-        self._engine.pause(task)
-        if not was_paused:
+        if self._engine.pause(task):
             self._logger.info("quiv task %r (%s) paused", task.name, task.id)
 
     async def resume_task(self, task_id: str, delay: int = 0) -> None:

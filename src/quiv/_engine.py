@@ -34,6 +34,7 @@ from ._dispatch import Delivery, Dispatcher
 from ._ids import new_id
 from ._models import Event, JobStatus
 from ._registry import JobEntry, Registry, TaskEntry
+from ._schedule import skipped_slots
 from ._store import Store
 from ._types import Listener
 from ._workers import Workers
@@ -235,9 +236,10 @@ class Engine:
         self.store.save_task(task)
         self._wake_by(now)
 
-    def pause(self, task: TaskEntry) -> None:
+    def pause(self, task: TaskEntry) -> bool:
+        """Pause ``task``; False if it already was (nothing changes, no event)."""
         if task.paused:
-            return
+            return False
         task.paused = True
         task.resume_at = None
         task.rerun = False
@@ -246,6 +248,7 @@ class Engine:
             self.cancel_queued(task.job, "its task was paused before it started")
         self.store.save_task(task)
         self.emit_task(Event.TASK_PAUSED, task)
+        return True
 
     def resume(self, task: TaskEntry, delay: float) -> None:
         now, wall = self.clock.monotonic(), self.clock.now()
@@ -390,6 +393,15 @@ class Engine:
         following = registry.finish_job(job, status, error, now, wall)
         if following is not None:
             due, on_cadence = following
+            if on_cadence and task.fixed and task.anchor is not None and task.last_slot is not None:
+                skipped = skipped_slots(task.interval, task.last_slot, due)
+                if skipped:
+                    self.logger.info(
+                        "quiv task %r (%s) overran its interval: %d slot(s) skipped",
+                        task.name,
+                        task.id,
+                        skipped,
+                    )
             registry.schedule(task, due, wall + timedelta(seconds=due - now), on_cadence=on_cadence)
             self._wake_by(due)
         self.store.save_job(job)

@@ -29,7 +29,6 @@ import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -203,12 +202,3 @@ class Workers:
             worker.wakeup.set()
         with self._cond:
             self._cond.notify_all()
-
-    def statistics(self) -> dict[str, Any]:
-        """Worker counts, for tests and debugging."""
-        with self._cond:
-            return {
-                "async_workers": len(self._async_workers),
-                "threads": self._threads,
-                "threads_busy": self._threads_busy,
-            }
