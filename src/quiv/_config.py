@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import timezone, tzinfo
 from numbers import Real
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -13,12 +13,20 @@ from ._exceptions import ConfigurationError, InvalidTimezoneError
 __all__ = ["DEFAULT_CONFIG", "QuivConfig", "resolve_config", "resolve_timezone"]
 
 
+_UTC_NAMES = frozenset({"UTC", "Z", "GMT"})
+
+
 def resolve_timezone(value: str | tzinfo) -> tzinfo:
-    """Turn an IANA name or a ``tzinfo`` into a ``tzinfo``; raise ``InvalidTimezoneError``."""
+    """Turn an IANA name or a ``tzinfo`` into a ``tzinfo``; raise ``InvalidTimezoneError``.
+
+    ``"UTC"``, ``"Z"`` and ``"GMT"``, in any case, give ``datetime.timezone.utc``.
+    """
     if isinstance(value, tzinfo):
         return value
     if not isinstance(value, str) or not value.strip():
         raise InvalidTimezoneError(value)
+    if value.strip().upper() in _UTC_NAMES:
+        return timezone.utc
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:

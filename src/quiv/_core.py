@@ -127,6 +127,8 @@ class AsyncQuiv:
         self._engine = Engine(
             self._config, clock if clock is not None else SystemClock(), self._logger
         )
+        if main_loop is not None:
+            self._engine.dispatcher.deliver_early_on(main_loop)
         self._state = _State.UNOPENED
         self._task_group: TaskGroup | None = None
         self._loop_thread: int | None = None  # set while open: calls must come from it

@@ -378,19 +378,23 @@ class Engine:
 
         return progress_hook
 
-    def _on_job_end(self, job: JobEntry, status: JobStatus, error: str | None) -> None:
+    def _on_job_end(
+        self, job: JobEntry, status: JobStatus, error: str | None, error_type: str | None = None
+    ) -> None:
         if job.status is not JobStatus.RUNNING:
             return  # an abandoned thread reporting after shutdown gave up on it
         assert self._pool is not None
         self._pool.release_on_behalf_of(job)
-        self._finish_job(job, status, error)
+        self._finish_job(job, status, error, error_type)
 
-    def _finish_job(self, job: JobEntry, status: JobStatus, error: str | None) -> None:
+    def _finish_job(
+        self, job: JobEntry, status: JobStatus, error: str | None, error_type: str | None = None
+    ) -> None:
         # Progress still waiting in the inbox goes out before the final event.
         self.dispatcher.drain_inbox()
         registry, task = self.registry, job.task
         now, wall = self.clock.monotonic(), self.clock.now()
-        following = registry.finish_job(job, status, error, now, wall)
+        following = registry.finish_job(job, status, error, now, wall, error_type)
         if following is not None:
             due, on_cadence = following
             if on_cadence and task.fixed and task.anchor is not None and task.last_slot is not None:
@@ -405,8 +409,10 @@ class Engine:
             registry.schedule(task, due, wall + timedelta(seconds=due - now), on_cadence=on_cadence)
             self._wake_by(due)
         self.store.save_job(job)
-        if error is not None and status is JobStatus.FAILED:
-            self.logger.error("quiv task %r (job %s) failed: %s", task.name, job.id, error)
+        if status is JobStatus.FAILED:
+            self.logger.error(
+                "quiv task %r (job %s) failed: %s: %s", task.name, job.id, error_type, error
+            )
         self.emit_job(_FINAL_EVENT[status], job)
         if task.run_once and not task.removed:
             registry.remove_task(task)

@@ -45,6 +45,7 @@ JOB_COLUMNS = (
     "ended_at",
     "duration_seconds",
     "error_message",
+    "error_type",
 )
 
 
@@ -141,6 +142,7 @@ class JobEntry:
     ended_mono: float | None = None
     duration: float | None = None
     error: str | None = None
+    error_type: str | None = None
     stop_requested: bool = False
     # Only handlers that declare ``_stop_event`` get one; an Event is not free.
     stop_event: threading.Event | None = None
@@ -162,6 +164,7 @@ class JobEntry:
                 "ended_at": self.ended_at,
                 "duration_seconds": self.duration,
                 "error_message": self.error,
+                "error_type": self.error_type,
             },
         )
 
@@ -177,6 +180,7 @@ class JobEntry:
             None if ended is None else _sql_time(ended),
             self.duration,
             self.error,
+            self.error_type,
         )
 
 
@@ -288,7 +292,13 @@ class Registry:
             task.next_run_at = wall + timedelta(seconds=task.interval)
 
     def finish_job(
-        self, job: JobEntry, status: JobStatus, error: str | None, now: float, wall: datetime
+        self,
+        job: JobEntry,
+        status: JobStatus,
+        error: str | None,
+        now: float,
+        wall: datetime,
+        error_type: str | None = None,
     ) -> tuple[float, bool] | None:
         """Record the outcome of ``job``; return its task's next ``(due, on_cadence)``, if any.
 
@@ -297,6 +307,7 @@ class Registry:
         task = job.task
         job.status = status
         job.error = error
+        job.error_type = error_type
         job.ended_at = wall
         job.ended_mono = now
         if job.id in self.running:

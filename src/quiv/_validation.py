@@ -1,7 +1,8 @@
 """Checking what callers pass in, before anything changes.
 
 Every public method validates all of its arguments first and raises a
-``ConfigurationError`` naming the culprit, so a refused call changes nothing.
+``ConfigurationError`` naming the culprit (its subclass ``HandlerRegistrationError``
+for an unusable handler or progress callback), so a refused call changes nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pickle
 from datetime import datetime
 from typing import Any
 
-from ._exceptions import ConfigurationError
+from ._exceptions import ConfigurationError, HandlerRegistrationError
 from ._ids import new_id
 from ._registry import TaskEntry
 from ._runner import INJECTABLE, handler_traits
@@ -60,9 +61,9 @@ def new_task_entry(
     if not isinstance(task_name, str) or not task_name.strip():
         raise ConfigurationError(f"task_name must be a non-empty string, got {task_name!r}")
     if not callable(func):
-        raise ConfigurationError(f"func must be callable, got {func!r}")
+        raise HandlerRegistrationError(f"func must be callable, got {func!r}")
     if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
-        raise ConfigurationError(
+        raise HandlerRegistrationError(
             f"func must be a function, not a generator function ({func!r}): "
             "calling it would only create a generator and run none of its body"
         )
@@ -83,7 +84,9 @@ def new_task_entry(
                 f"kwargs may not set {', '.join(clash)}: quiv injects those names itself"
             )
     if progress_callback is not None and not callable(progress_callback):
-        raise ConfigurationError(f"progress_callback must be callable, got {progress_callback!r}")
+        raise HandlerRegistrationError(
+            f"progress_callback must be callable, got {progress_callback!r}"
+        )
     empty_kwargs: dict[str, Any] = {}
     args_blob, args_copy = _pickled(args or (), "args")
     kwargs_blob, kwargs_copy = _pickled(kwargs or empty_kwargs, "kwargs")
