@@ -330,7 +330,7 @@ class AsyncQuiv:
         if self._engine.pause(task):
             self._logger.info("quiv task %r (%s) paused", task.name, task.id)
 
-    async def resume_task(self, task_id: str, delay: int = 0) -> None:
+    async def resume_task(self, task_id: str, delay: float = 0) -> None:
         """Re-activate a task; its next run is due ``delay`` seconds from now.
 
         With ``delay=0`` it runs at once (or, if a run is in progress, as soon as
