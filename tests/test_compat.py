@@ -218,6 +218,32 @@ async def test_handler_that_sets_its_own_stop_event_is_cancelled(handler: Any) -
     ]
 
 
+# -- progress with positional arguments ------------------------------------------------------
+
+
+def _reports_positionally(_progress_hook: Any) -> None:
+    _progress_hook(1, 3, stage="copy")
+
+
+async def test_progress_hook_passes_positional_arguments_on() -> None:
+    heard: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def on_progress(*args: Any, **payload: Any) -> None:
+        heard.append((args, payload))
+
+    async with AsyncQuiv() as scheduler:
+        recorder = AsyncRecorder()
+        await recorder.attach(scheduler)
+        await scheduler.add_task(
+            "t", _reports_positionally, interval=60, run_once=True, progress_callback=on_progress
+        )
+        await scheduler.add_task("quiet", _reports_positionally, interval=60, run_once=True)
+        await recorder.wait_for(Event.JOB_COMPLETED, 2)
+    assert heard == [((1, 3), {"stage": "copy"})]
+    finals = [job.status for job in recorder.jobs if job.status.is_final]
+    assert finals == [JobStatus.COMPLETED] * 2  # no TypeError, with or without a callback
+
+
 # -- listeners registered before start with an explicit main_loop --------------------------
 
 

@@ -56,7 +56,7 @@ _FINAL_EVENT = {
 UNWIND_SECONDS = 1.0
 
 
-def _ignore_progress(**_payload: Any) -> None:
+def _ignore_progress(*_args: Any, **_payload: Any) -> None:
     """The ``_progress_hook`` of a task that has no progress callback."""
 
 
@@ -373,8 +373,9 @@ class Engine:
             return _ignore_progress
         post = self.dispatcher.post
 
-        def progress_hook(**payload: Any) -> None:
-            post(Delivery(callback, (), payload))
+        def progress_hook(*args: Any, **payload: Any) -> None:
+            # Positional arguments are passed on too, as quiv 0.x did.
+            post(Delivery(callback, args, payload))
 
         return progress_hook
 
