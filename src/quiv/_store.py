@@ -96,10 +96,11 @@ class _Table:
 
 
 def _storable(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``row`` with text SQLite cannot take escaped: ``"x\udce9"`` is stored as ``"x\\udce9"``.
+    """``row`` with any text SQLite cannot take stored backslash-escaped instead.
 
     A lone surrogate (what ``surrogateescape`` makes of a non-UTF-8 file name)
-    has no UTF-8 form. Checking is nearly free: ASCII text is the common case.
+    has no UTF-8 form; it is stored as its escape, a backslash, ``u`` and four
+    hex digits. Checking is nearly free: ASCII text is the common case.
     """
     for value in row:
         if isinstance(value, str) and not value.isascii():
