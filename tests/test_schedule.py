@@ -68,6 +68,31 @@ def test_fixed_slot_examples(
     assert next_fixed_slot(anchor, interval, previous, now) == expected
 
 
+@pytest.mark.parametrize(
+    ("anchor", "interval", "now", "first_guess"),
+    [
+        # Found by search: the division rounds above a whole number of slots...
+        (767157.6291479621, 0.3, 770063.4291479621, "one late"),
+        (861008.8608533249, 0.1, 861145.2608533249, "one late"),
+        (5102.779372744837, 48.242737566559754, 79058.89606228094, "one late, ahead of now"),
+        # ...or below one, to a whole number or just under it.
+        (0.0, 0.1, 247.50000000000003, "one early"),
+        (204968.21281119372, 94.18018059883698, 885985.098721384, "one early"),
+    ],
+)
+def test_fixed_slot_corrects_the_rounding_of_its_first_guess(
+    anchor: float, interval: float, now: float, first_guess: str
+) -> None:
+    guess = math.ceil((now - anchor) / interval)
+    if first_guess.startswith("one late"):
+        assert anchor + (guess - 1) * interval >= now
+    else:
+        assert anchor + guess * interval < now
+    assert next_fixed_slot(anchor, interval, anchor, now) == _earliest_slot(
+        anchor, interval, 0, now
+    )
+
+
 finite = st.floats(allow_nan=False, allow_infinity=False)
 any_interval = st.floats(min_value=MIN_INTERVAL, max_value=MAX_SECONDS)
 
