@@ -265,6 +265,14 @@ class Dispatcher:
                     await _invoke(item, self._logger)
                     self._delivered(1)
 
+    def discard(self) -> None:
+        """Close both ends of the stream unused: start-up failed before :meth:`run` began."""
+        with self._lock:
+            self._closed = True
+        for stream in (self._send, self._receive):
+            if stream is not None:
+                stream.close()
+
     def close(self) -> None:
         """Stop accepting deliveries; :meth:`run` returns once the backlog is delivered."""
         self.drain_inbox()

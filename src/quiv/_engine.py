@@ -136,10 +136,19 @@ class Engine:
         dispatcher or the writer off mid-delivery; :meth:`stop` drains them in
         order and then cancels the group itself.
         """
+        failure: BaseException | None = None
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as group:
-                self._start(group, main_loop)
-                task_status.started()
+                try:
+                    self._start(group, main_loop)
+                except BaseException as exc:  # raised below, not wrapped in a group
+                    failure = exc
+                    self.dispatcher.discard()  # its streams would otherwise leak
+                    group.cancel_scope.cancel()
+                else:
+                    task_status.started()
+        if failure is not None:
+            raise failure
 
     def _start(self, task_group: TaskGroup, main_loop: asyncio.AbstractEventLoop | None) -> None:
         """Start the loop, the dispatcher and the writer as tasks of ``task_group``."""
@@ -218,13 +227,15 @@ class Engine:
 
     # -- transitions, applied by AsyncQuiv after validation --------------------
 
-    def add(self, task: TaskEntry, delay: float) -> None:
+    def add(self, task: TaskEntry, delay: float) -> datetime:
+        """Register ``task``; return when its first run is due (it may have started already)."""
         now, first_run = self.clock.monotonic(), self.clock.now() + timedelta(seconds=delay)
         self.registry.tasks[task.id] = task
         self.registry.schedule(task, now + delay, first_run, on_cadence=True)
         self.store.save_task(task)
         self.emit_task(Event.TASK_ADDED, task)
         self._wake_by(now + delay)
+        return first_run
 
     def run_now(self, task: TaskEntry) -> None:
         if task.job is not None:  # queued already, or running: go again once it ends
@@ -408,7 +419,6 @@ class Engine:
                         skipped,
                     )
             registry.schedule(task, due, wall + timedelta(seconds=due - now), on_cadence=on_cadence)
-            self._wake_by(due)
         self.store.save_job(job)
         if status is JobStatus.FAILED:
             self.logger.error(
@@ -421,6 +431,10 @@ class Engine:
             self.emit_task(Event.TASK_REMOVED, task)
         elif not task.removed:
             self.store.save_task(task)
+        # Only now may anything start: listeners hear this run end before the
+        # run it makes due (or the queued job its slot goes to) starts.
+        if following is not None:
+            self._wake_by(following[0])
         if self.running and registry.ready:
             # The slot this job held goes straight to the next queued job.
             self._start_ready(now, wall)

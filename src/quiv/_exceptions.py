@@ -44,10 +44,13 @@ class ConfigurationError(QuivError, ValueError):
 
 
 class InvalidTimezoneError(ConfigurationError):
-    """Raised when ``timezone`` names no known IANA zone and is not a ``tzinfo``."""
+    """Raised when ``timezone`` names no known IANA zone, or is a ``tzinfo`` that fails."""
 
-    def __init__(self, timezone: object) -> None:
+    def __init__(self, timezone: object, failure: str | None = None) -> None:
         self.timezone = timezone
+        if failure is not None:
+            super().__init__(f"timezone {timezone!r} cannot convert a time: {failure}")
+            return
         super().__init__(
             f"unknown timezone {timezone!r}: pass an IANA name such as 'Europe/Paris' "
             "or a datetime.tzinfo instance"

@@ -62,7 +62,14 @@ def new_task_entry(
         raise ConfigurationError(f"task_name must be a non-empty string, got {task_name!r}")
     if not callable(func):
         raise HandlerRegistrationError(f"func must be callable, got {func!r}")
-    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+    try:
+        generator = inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func)
+        is_async, injected = handler_traits(func)
+    except Exception as exc:  # e.g. a __getattr__ that raises more than AttributeError
+        raise HandlerRegistrationError(
+            f"func cannot be inspected: {type(exc).__name__}: {exc}"
+        ) from exc
+    if generator:
         raise HandlerRegistrationError(
             f"func must be a function, not a generator function ({func!r}): "
             "calling it would only create a generator and run none of its body"
@@ -90,7 +97,6 @@ def new_task_entry(
     empty_kwargs: dict[str, Any] = {}
     args_blob, args_copy = _pickled(args or (), "args")
     kwargs_blob, kwargs_copy = _pickled(kwargs or empty_kwargs, "kwargs")
-    is_async, injected = handler_traits(func)
     task = TaskEntry(
         id=new_id(),
         name=task_name,
