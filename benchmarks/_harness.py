@@ -32,6 +32,8 @@ from anyio.abc import TaskGroup
 __all__ = [
     "FULL",
     "QUICK",
+    "SIZES",
+    "SMOKE",
     "Box",
     "CountingHandler",
     "Metric",
@@ -44,6 +46,7 @@ __all__ = [
     "open_fds",
     "peak_rss_mb",
     "percentile",
+    "peer_logger",
     "portal_task_group",
     "quiet_logger",
     "rss_mb",
@@ -62,6 +65,7 @@ Better = Literal["lower", "higher"]
 class Sizes:
     """How big each workload is; ``FULL`` is what the targets are written for."""
 
+    name: str
     quick: bool
     w1_samples: int
     w1_warmup: int
@@ -80,9 +84,15 @@ class Sizes:
     w8_jobs: int
     w8_batch: int
     w8_retention: float
+    w9_samples: int
+    w9_gap: float  # seconds of idleness between two calls
+    w10_runs: int
+    w11_jobs: int
+    w11_batch: int
 
 
 FULL = Sizes(
+    name="full",
     quick=False,
     w1_samples=200,
     w1_warmup=20,
@@ -91,7 +101,7 @@ FULL = Sizes(
     w2_pool=10,
     w3_tasks=100,
     w3_interval=0.1,
-    w3_seconds=5.0,
+    w3_seconds=10.0,
     w4_events=50_000,
     w5_tasks=100_000,
     w5_listing=10_000,
@@ -101,9 +111,15 @@ FULL = Sizes(
     w8_jobs=1_000_000,
     w8_batch=10_000,
     w8_retention=2.0,
+    w9_samples=1_000,
+    w9_gap=0.001,
+    w10_runs=10,
+    w11_jobs=300_000,
+    w11_batch=10_000,
 )
 
 QUICK = Sizes(
+    name="quick",
     quick=True,
     w1_samples=50,
     w1_warmup=5,
@@ -122,7 +138,42 @@ QUICK = Sizes(
     w8_jobs=50_000,
     w8_batch=5_000,
     w8_retention=1.0,
+    w9_samples=200,
+    w9_gap=0.0005,
+    w10_runs=3,
+    w11_jobs=20_000,
+    w11_batch=5_000,
 )
+
+#: For the test suite: every code path once, in seconds; the figures mean nothing.
+SMOKE = Sizes(
+    name="smoke",
+    quick=True,
+    w1_samples=5,
+    w1_warmup=1,
+    w1_gap=0.001,
+    w2_jobs=100,
+    w2_pool=10,
+    w3_tasks=5,
+    w3_interval=0.05,
+    w3_seconds=0.2,
+    w4_events=200,
+    w5_tasks=300,
+    w5_listing=100,
+    w5_idle_seconds=0.1,
+    w6_samples=3,
+    w7_samples=3,
+    w8_jobs=400,
+    w8_batch=100,
+    w8_retention=0.2,
+    w9_samples=10,
+    w9_gap=0.0,
+    w10_runs=1,
+    w11_jobs=200,
+    w11_batch=100,
+)
+
+SIZES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
 
 # -- results -------------------------------------------------------------------
@@ -136,6 +187,11 @@ class Metric:
     the same run. ``ratio`` expresses quiv as a fraction of that ceiling, in the
     direction where 1.0 means "as good as raw": ``value/ceiling`` for rates,
     ``ceiling/value`` for latencies, costs and sizes.
+
+    ``peer`` is the same figure for another scheduler (``--peers``), measured in
+    the same run through its own API; ``peer_ratio`` reads in the same direction
+    (above 1.0: quiv is ahead). With a peer figure, a target only counts as met
+    when quiv is also not behind the peer.
     """
 
     workload: str
@@ -148,19 +204,42 @@ class Metric:
     target: float | None = None
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    peer: float | None = None
+    peer_setup: str = ""
 
     @property
     def ratio(self) -> float | None:
-        if self.ceiling is None or not math.isfinite(self.value):
-            return None
-        if self.better == "higher":
-            return self.value / self.ceiling if self.ceiling > 0 else None
-        if self.value <= 0 or self.ceiling <= 0:
-            return None
-        return self.ceiling / self.value
+        return self._fraction(self.ceiling)
 
     @property
-    def met(self) -> bool | None:
+    def peer_ratio(self) -> float | None:
+        return self._fraction(self.peer)
+
+    def _fraction(self, other: float | None) -> float | None:
+        if other is None or not math.isfinite(self.value) or not math.isfinite(other):
+            return None
+        if self.better == "higher":
+            return self.value / other if other > 0 else None
+        if self.value <= 0 or other <= 0:
+            return None
+        return other / self.value
+
+    @property
+    def behind_peer(self) -> bool | None:
+        """Whether the peer did better in this run; None without a peer figure.
+
+        A tie is not behind (it happens for counts, e.g. no missed run on either side).
+        """
+        if self.peer is None or not math.isfinite(self.peer):
+            return None
+        if not math.isfinite(self.value):
+            return True
+        if self.better == "higher":
+            return self.value < self.peer
+        return self.value > self.peer
+
+    @property
+    def target_met(self) -> bool | None:
         if self.target is None:
             return None
         if not math.isfinite(self.value):
@@ -168,6 +247,14 @@ class Metric:
         if self.better == "higher":
             return self.value >= self.target
         return self.value <= self.target
+
+    @property
+    def met(self) -> bool | None:
+        """The target is met and, when a peer ran, quiv is not behind it."""
+        met = self.target_met
+        if met is None:
+            return None
+        return met and not self.behind_peer
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -180,6 +267,15 @@ class Metric:
             "ceiling": self.ceiling,
             "fraction_of_ceiling": self.ratio,
             "target": self.target,
+            "target_met": self.target_met,
+            "peer": None
+            if self.peer is None
+            else {
+                "value": _finite_or_none(self.peer),
+                "setup": self.peer_setup,
+                "quiv_vs_peer": self.peer_ratio,
+                "behind_peer": self.behind_peer,
+            },
             "met": self.met,
             "note": self.note,
             "details": self.details,
@@ -248,6 +344,17 @@ class CountingHandler(logging.Handler):
         self.counts[record.levelname] = self.counts.get(record.levelname, 0) + 1
         if record.levelname not in self.first:
             self.first[record.levelname] = record.getMessage()[:300]
+
+
+def peer_logger(name: str) -> tuple[logging.Logger, CountingHandler]:
+    """A peer library's own logger tree, counted and silenced like :func:`quiet_logger`."""
+    logger = logging.getLogger(name)
+    logger.handlers.clear()
+    handler = CountingHandler()
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    return logger, handler
 
 
 def quiet_logger(name: str) -> tuple[logging.Logger, CountingHandler]:

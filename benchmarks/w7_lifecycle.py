@@ -30,7 +30,9 @@ ISOLATE = False
 
 _WARMUP = 3
 _AFTER_A_JOB_SAMPLES = 10
-_TARGET_MS = 5.0
+#: p50 target per facade (issue #9); p99 keeps the earlier 5 ms bound.
+_TARGET_P50_MS = {"AsyncQuiv": 0.5, "Quiv": 1.0}
+_TARGET_P99_MS = 5.0
 _TIMEOUT = 10.0
 
 
@@ -66,7 +68,7 @@ async def _async_core(sizes: Sizes) -> dict[str, Any]:
             idle.append(perf_counter() - start)
 
     after_job: list[float] = []
-    for _ in range(_AFTER_A_JOB_SAMPLES):
+    for _ in range(min(_AFTER_A_JOB_SAMPLES, sizes.w7_samples)):
         done = anyio.Event()
 
         def on_completed(event: Event, task: Task, job: Job, done: anyio.Event = done) -> None:
@@ -99,7 +101,7 @@ def _sync_facade(sizes: Sizes) -> dict[str, Any]:
             starts.append(started - start)
 
     after_job: list[float] = []
-    for _ in range(_AFTER_A_JOB_SAMPLES):
+    for _ in range(min(_AFTER_A_JOB_SAMPLES, sizes.w7_samples)):
         done = threading.Event()
 
         def on_completed(event: Event, task: Task, job: Job, done: threading.Event = done) -> None:
@@ -161,7 +163,7 @@ def summarize(data: dict[str, dict[str, Any]], sizes: Sizes) -> list[Metric]:
         mine = distribution(ours["idle"])
         raw = ceiling.get(facade)
         base = distribution(raw) if raw else None
-        for pct, target in ((50, _TARGET_MS), (99, _TARGET_MS)):
+        for pct, target in ((50, _TARGET_P50_MS[facade]), (99, _TARGET_P99_MS)):
             key = f"p{pct}_ms"
             metrics.append(
                 Metric(

@@ -1,4 +1,4 @@
-"""W8 soak (``--soak`` only): a million short jobs back to back on one ``AsyncQuiv``.
+"""W8 soak (``--soak`` only): a million short jobs back to back, on each facade.
 
 Jobs are run-once tasks added in batches of 10,000 (half sync, half async
 handlers); the next batch is added when the ``JOB_COMPLETED`` listener has
@@ -14,8 +14,9 @@ RSS growth after warm-up <= 10 MB; thread count after warm-up never above
 its warm-up maximum; history never above ``rate * (retention + 1 s)`` and
 empty once the retention has passed.
 
-Ceiling: none for memory; for information, the raw rate of the same jobs
-through a task group and ``to_thread`` is W2's ceiling.
+Both facades run it (``Quiv`` adds from the main thread), each in a fresh
+interpreter. Ceiling: none for memory; for information, the raw rate of the
+same jobs through a task group and ``to_thread`` is W2's ceiling.
 """
 
 from __future__ import annotations
@@ -24,30 +25,34 @@ import itertools
 import math
 import sqlite3
 import sys
+import threading
 import time
 from typing import Any
 
 import anyio
 
-from quiv import AsyncQuiv, Event, Job, Task
+from quiv import AsyncQuiv, Event, Job, Quiv, Task
 
-from ._harness import Box, Metric, Sizes, open_fds, quiet_logger, rss_mb, thread_count
+from ._harness import Metric, Sizes, open_fds, quiet_logger, rss_mb, thread_count
 
 TITLE = "soak (1,000,000 short jobs back to back)"
 ISOLATE = True
 
 _TARGET_RSS_GROWTH_MB = 10.0
 _BATCH_TIMEOUT = 120.0
+_END_EVENTS = (Event.JOB_COMPLETED, Event.JOB_FAILED, Event.JOB_CANCELLED)
 
 
 def units(sizes: Sizes) -> list[str]:
-    return ["AsyncQuiv"]
+    return ["AsyncQuiv", "Quiv"]
 
 
 def run_unit(unit: str, sizes: Sizes) -> dict[str, Any]:
-    if unit != "AsyncQuiv":
-        raise ValueError(unit)
-    return anyio.run(_soak, sizes)
+    if unit == "AsyncQuiv":
+        return anyio.run(_soak_async_core, sizes)
+    if unit == "Quiv":
+        return _soak_sync_facade(sizes)
+    raise ValueError(unit)
 
 
 def short_sync() -> None:
@@ -58,18 +63,18 @@ async def short_async() -> None:
     pass
 
 
-def _store_backlog(scheduler: AsyncQuiv) -> int | None:
+def _store_backlog(core: AsyncQuiv) -> int | None:
     """Rows quiv's writer has noted and not yet committed; None if that is not visible."""
-    store = scheduler._store  # introspection only
+    store = core._store  # introspection only
     noted = [getattr(store, name, None) for name in ("_jobs", "_tasks")]
     if any(not isinstance(rows, dict) for rows in noted):
         return None
     return sum(len(rows) for rows in noted if isinstance(rows, dict))
 
 
-def _db_rows(scheduler: AsyncQuiv) -> int | None:
+def _db_rows(core: AsyncQuiv) -> int | None:
     """Job rows in quiv's SQLite file, read side by side (WAL allows it); None if unknown."""
-    path = scheduler._store.path  # introspection only: the file is private to quiv
+    path = core._store.path  # introspection only: the file is private to quiv
     if path is None or not path.exists():
         return None
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
@@ -77,79 +82,135 @@ def _db_rows(scheduler: AsyncQuiv) -> int | None:
     return int(row[0])
 
 
-async def _soak(sizes: Sizes) -> dict[str, Any]:
+class _Soak:
+    """What both facades share: the end-of-job count and the samples after each batch."""
+
+    def __init__(self, sizes: Sizes) -> None:
+        self.sizes = sizes
+        self.batches = max(1, sizes.w8_jobs // sizes.w8_batch)
+        self.counts = {"completed": 0, "failed": 0, "cancelled": 0}
+        self.target = 0
+        self.lock = threading.Lock()  # Quiv's listeners run on its loop thread
+        self.reached = threading.Event()
+        self.reached_on_loop: anyio.Event | None = None  # AsyncQuiv: its listeners run on our loop
+        self.samples: list[dict[str, float | None]] = []
+        self.start = time.perf_counter()
+
+    def on_end(self, event: Event, task: Task, job: Job) -> None:
+        with self.lock:
+            self.counts[job.status.value] += 1
+            if sum(self.counts.values()) >= self.target:
+                self.reached.set()
+                if self.reached_on_loop is not None:
+                    self.reached_on_loop.set()
+
+    def next_batch(self, added: int) -> None:
+        with self.lock:
+            self.reached.clear()
+            if self.reached_on_loop is not None:
+                self.reached_on_loop = anyio.Event()
+            self.target = added + self.sizes.w8_batch
+
+    def sample(self, batch: int, added: int, history: int, core: AsyncQuiv) -> None:
+        self.samples.append(
+            {
+                "batch": batch,
+                "jobs": added,
+                "seconds": time.perf_counter() - self.start,
+                "rss_mb": rss_mb(),
+                "threads": thread_count(),
+                "fds": open_fds(),
+                "history": history,
+                "store_backlog": _store_backlog(core),
+            }
+        )
+        if (batch + 1) % max(1, self.batches // 10) == 0:
+            last = self.samples[-1]
+            print(
+                f"  [W8] {added:>9,} jobs  {last['seconds']:6.1f}s  "
+                f"rss {last['rss_mb']:.1f} MB  threads {last['threads']:.0f}  "
+                f"fds {last['fds']:.0f}  history {history:,}  "
+                f"store backlog {last['store_backlog']}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def result(
+        self, elapsed: float, history_after: int, db_rows_after: int | None
+    ) -> dict[str, Any]:
+        return {
+            "jobs": self.batches * self.sizes.w8_batch,
+            "batches": self.batches,
+            "warmup_batches": max(1, self.batches // 10),
+            "counts": self.counts,
+            "seconds": elapsed,
+            "samples": self.samples,
+            "history_after_retention": history_after,
+            "db_rows_after_retention": db_rows_after,
+            "retention_seconds": self.sizes.w8_retention,
+        }
+
+
+async def _soak_async_core(sizes: Sizes) -> dict[str, Any]:
     logger, counted = quiet_logger("w8")
-    batches = max(1, sizes.w8_jobs // sizes.w8_batch)
-    warmup_batches = max(1, batches // 10)
-    counts = {"completed": 0, "failed": 0, "cancelled": 0}
-    target = Box(0)
-    reached = Box(anyio.Event())
-
-    def on_end(event: Event, task: Task, job: Job) -> None:
-        counts[job.status.value] += 1
-        if sum(counts.values()) >= target.value:
-            reached.value.set()
-
-    samples: list[dict[str, float | None]] = []
-    start = time.perf_counter()
+    soak = _Soak(sizes)
+    soak.reached_on_loop = anyio.Event()
     async with AsyncQuiv(logger=logger, history_retention_seconds=sizes.w8_retention) as scheduler:
-        for event in (Event.JOB_COMPLETED, Event.JOB_FAILED, Event.JOB_CANCELLED):
-            await scheduler.add_listener(event, on_end)
+        for event in _END_EVENTS:
+            await scheduler.add_listener(event, soak.on_end)
         added = 0
-        for batch in range(batches):
-            reached.value = anyio.Event()
-            target.value = added + sizes.w8_batch
+        for batch in range(soak.batches):
+            soak.next_batch(added)
             for i in range(sizes.w8_batch):
                 handler = short_async if i % 2 else short_sync
                 await scheduler.add_task("w8", handler, interval=60, run_once=True)
             added += sizes.w8_batch
             with anyio.move_on_after(_BATCH_TIMEOUT):
-                await reached.value.wait()
-            history = len(await scheduler.get_all_jobs())
-            samples.append(
-                {
-                    "batch": batch,
-                    "jobs": added,
-                    "seconds": time.perf_counter() - start,
-                    "rss_mb": rss_mb(),
-                    "threads": thread_count(),
-                    "fds": open_fds(),
-                    "history": history,
-                    "store_backlog": _store_backlog(scheduler),
-                }
-            )
-            if (batch + 1) % max(1, batches // 10) == 0:
-                last = samples[-1]
-                print(
-                    f"  [W8] {added:>9,} jobs  {last['seconds']:6.1f}s  "
-                    f"rss {last['rss_mb']:.1f} MB  threads {last['threads']:.0f}  "
-                    f"fds {last['fds']:.0f}  history {history:,}  "
-                    f"store backlog {last['store_backlog']}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        elapsed = time.perf_counter() - start
+                await soak.reached_on_loop.wait()
+            soak.sample(batch, added, len(await scheduler.get_all_jobs()), scheduler)
+        elapsed = time.perf_counter() - soak.start
         await anyio.sleep(sizes.w8_retention + 1.5)
         history_after = len(await scheduler.get_all_jobs())
         db_rows_after = _db_rows(scheduler)
-    return {
-        "jobs": added,
-        "batches": batches,
-        "warmup_batches": warmup_batches,
-        "counts": counts,
-        "seconds": elapsed,
-        "samples": samples,
-        "history_after_retention": history_after,
-        "db_rows_after_retention": db_rows_after,
-        "retention_seconds": sizes.w8_retention,
-        "log_counts": counted.counts,
-    }
+    result = soak.result(elapsed, history_after, db_rows_after)
+    result["log_counts"] = counted.counts
+    return result
+
+
+def _soak_sync_facade(sizes: Sizes) -> dict[str, Any]:
+    logger, counted = quiet_logger("w8")
+    soak = _Soak(sizes)
+    with Quiv(logger=logger, history_retention_seconds=sizes.w8_retention) as scheduler:
+        for event in _END_EVENTS:
+            scheduler.add_listener(event, soak.on_end)
+        added = 0
+        for batch in range(soak.batches):
+            soak.next_batch(added)
+            for i in range(sizes.w8_batch):
+                handler = short_async if i % 2 else short_sync
+                scheduler.add_task("w8", handler, interval=60, run_once=True)
+            added += sizes.w8_batch
+            soak.reached.wait(_BATCH_TIMEOUT)
+            soak.sample(batch, added, len(scheduler.get_all_jobs()), scheduler._core)
+        elapsed = time.perf_counter() - soak.start
+        time.sleep(sizes.w8_retention + 1.5)
+        history_after = len(scheduler.get_all_jobs())
+        db_rows_after = _db_rows(scheduler._core)
+    result = soak.result(elapsed, history_after, db_rows_after)
+    result["log_counts"] = counted.counts
+    return result
 
 
 def summarize(data: dict[str, dict[str, Any]], sizes: Sizes) -> list[Metric]:
-    ours = data.get("AsyncQuiv")
-    if ours is None or "error" in ours:
-        return []
+    metrics: list[Metric] = []
+    for facade in ("AsyncQuiv", "Quiv"):
+        ours = data.get(facade)
+        if ours is not None and "error" not in ours:
+            metrics.extend(_summarize_one(facade, ours))
+    return metrics
+
+
+def _summarize_one(variant: str, ours: dict[str, Any]) -> list[Metric]:
     samples = ours["samples"]
     # Warm-up: the first 10 % of the jobs, and long enough for history to fill its window.
     settled = 5 * ours["retention_seconds"]
@@ -174,7 +235,6 @@ def summarize(data: dict[str, dict[str, Any]], sizes: Sizes) -> list[Metric]:
     backlogs = [s["store_backlog"] for s in samples if s.get("store_backlog") is not None]
     counts = ours["counts"]
     lost = ours["jobs"] - counts["completed"]
-    variant = "AsyncQuiv"
     return [
         Metric("W8", variant, "jobs/s sustained", rate, "jobs/s", "higher"),
         Metric(
@@ -206,7 +266,15 @@ def summarize(data: dict[str, dict[str, Any]], sizes: Sizes) -> list[Metric]:
             "lower",
             target=0.0,
         ),
-        Metric("W8", variant, "fd growth after warm-up", float(fd_growth), "fds", "lower"),
+        Metric(
+            "W8",
+            variant,
+            "fd growth after warm-up",
+            float(fd_growth),
+            "fds",
+            "lower",
+            target=0.0,
+        ),
         Metric(
             "W8",
             variant,
