@@ -15,11 +15,17 @@ that apply to any trigger.
 """
 
 from ._at import At as At
+from ._base import Moment as Moment
+from ._base import Timeline as Timeline
 from ._base import Trigger as Trigger
 from ._base import zone_name as zone_name
+from ._choose import choose_trigger as choose_trigger
+from ._choose import resolve_trigger as resolve_trigger
+from ._choose import task_zone as task_zone
 from ._cron import Cron as Cron
 from ._every import Every as Every
 from ._policies import Overdue as Overdue
+from ._policies import RunPolicy as RunPolicy
 from ._policies import is_missed as is_missed
 from ._policies import jitter_delay as jitter_delay
 from ._policies import settle_overdue as settle_overdue
@@ -32,11 +38,17 @@ __all__ = [
     "At",
     "Cron",
     "Every",
+    "Moment",
     "Overdue",
+    "RunPolicy",
+    "Timeline",
     "Trigger",
+    "choose_trigger",
     "is_missed",
     "jitter_delay",
+    "resolve_trigger",
     "settle_overdue",
+    "task_zone",
     "validate_coalesce",
     "validate_jitter",
     "validate_max_instances",

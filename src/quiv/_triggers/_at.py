@@ -16,12 +16,14 @@ is shown.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from typing import Any
 
 from quiv._exceptions import ConfigurationError
 
-from ._base import UTC, Trigger, optional_zone, zone_name
+from ._base import UTC, Timeline, Trigger, WallTimeline, optional_zone, zone_name
 
 __all__ = ["At"]
 
@@ -44,6 +46,7 @@ class At(Trigger):
     timezone: tzinfo | None
 
     wall_clock = True
+    repeats = False
 
     def __init__(self, when: datetime, timezone: str | tzinfo | None = None) -> None:
         if not isinstance(when, datetime):
@@ -69,6 +72,12 @@ class At(Trigger):
         where = "" if self.timezone is None else f", timezone={zone_name(self.timezone)!r}"
         return f"At({self.when!r}{where})"
 
+    def timeline(self) -> Timeline:
+        return WallTimeline(self.first_due, self.fire_times)
+
+    def fields(self) -> dict[str, Any]:
+        return {"interval_seconds": None, "cron": None, "run_at": self.instant}
+
     @property
     def instant(self) -> datetime:
         """The run's instant as an aware UTC datetime; an error until a zone is known."""
@@ -91,6 +100,12 @@ class At(Trigger):
         """The instant if it is strictly after ``after``, else ``None``."""
         instant = self.instant
         return instant if instant > after else None
+
+    def fire_times(self, after: datetime) -> Iterator[datetime]:
+        """The instant, if it is strictly after ``after``."""
+        instant = self.instant
+        if instant > after:
+            yield instant
 
     def due_between(self, after: datetime, until: datetime) -> list[datetime]:
         """``[instant]`` if it lies in ``(after, until]``, else ``[]``."""

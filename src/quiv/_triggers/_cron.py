@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from functools import lru_cache
 from itertools import islice
+from typing import Any
 
 from cronsim import CronSim, CronSimError
 
 from quiv._exceptions import ConfigurationError
 
-from ._base import UTC, Trigger, optional_zone, require_aware, zone_name
+from ._base import UTC, Timeline, Trigger, WallTimeline, optional_zone, require_aware, zone_name
 
 __all__ = ["Cron"]
 
@@ -99,6 +100,12 @@ class Cron(Trigger):
     def __repr__(self) -> str:
         where = "" if self.timezone is None else f", timezone={zone_name(self.timezone)!r}"
         return f"Cron({self.expression!r}{where})"
+
+    def timeline(self) -> Timeline:
+        return WallTimeline(self.next_after, self.fire_times)
+
+    def fields(self) -> dict[str, Any]:
+        return {"interval_seconds": None, "cron": self.expression, "run_at": None}
 
     @property
     def zone(self) -> tzinfo:

@@ -7,11 +7,12 @@ to a validated interval, so the rules are written once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from quiv._exceptions import ConfigurationError
 from quiv._schedule import next_fixed_slot, next_relative_run, skipped_slots, validate_interval
 
-from ._base import Trigger
+from ._base import Moment, Timeline, Trigger
 
 __all__ = ["Every"]
 
@@ -51,6 +52,17 @@ class Every(Trigger):
     def __repr__(self) -> str:
         return f"Every({_seconds(self.seconds)}, fixed={self.fixed})"
 
+    def timeline(self) -> Timeline:
+        return _EveryTimeline(self)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "interval_seconds": self.seconds,
+            "fixed_interval": self.fixed,
+            "cron": None,
+            "run_at": None,
+        }
+
     def next_due(self, *, anchor: float, last_slot: float, ended: float) -> float:
         """When the run after the one on ``last_slot`` is due; it ended at ``ended``.
 
@@ -80,6 +92,58 @@ class Every(Trigger):
         if upcoming <= now:
             slots.append(upcoming)
         return slots
+
+
+class _EveryTimeline(Timeline):
+    """The position on an ``Every``: the anchor of its grid and the last slot run."""
+
+    def __init__(self, every: Every) -> None:
+        self.every = every
+        self.anchor: float | None = None
+        self.cursor = None
+
+    def start(self, now: Moment, delay: float) -> Moment | None:
+        self.anchor = None  # the grid anchors on the first run's actual start
+        self.cursor = None
+        return Moment.at_mono(now.mono + delay, now)
+
+    def overdue(self, now: Moment, limit: int) -> tuple[list[Moment], int]:
+        if self.anchor is None or self.cursor is None:
+            return [], 0
+        slots = self.every.overdue_slots(
+            anchor=self.anchor, last_slot=self.cursor.mono, now=now.mono
+        )
+        kept = slots[len(slots) - limit :] if limit else []
+        return [Moment.at_mono(slot, now) for slot in kept], len(slots)
+
+    def started(self, slot: Moment, now: Moment) -> None:
+        if self.every.fixed and self.anchor is None:
+            self.anchor = now.mono
+            self.cursor = now
+        else:
+            self.advance(slot)
+
+    def advance(self, slot: Moment) -> None:
+        if self.cursor is None or slot.mono > self.cursor.mono:
+            self.cursor = slot
+
+    def upcoming(self, now: Moment) -> Moment | None:
+        if not self.every.fixed or self.anchor is None or self.cursor is None:
+            return None  # relative: known only once the run ends
+        return Moment.at_mono(
+            self.every.next_due(anchor=self.anchor, last_slot=self.cursor.mono, ended=now.mono), now
+        )
+
+    def after_run(self, now: Moment) -> Moment | None:
+        if not self.every.fixed or self.anchor is None or self.cursor is None:
+            return Moment.at_mono(now.mono + self.every.seconds, now)
+        return self.upcoming(now)
+
+    def late_by(self, slot: Moment, now: Moment) -> float:
+        return now.mono - slot.mono
+
+    def rebase(self, slot: Moment, now: Moment) -> Moment:
+        return Moment.at_mono(slot.mono, now)
 
 
 def _seconds(value: float) -> str:

@@ -18,6 +18,7 @@ from quiv._schedule import _finite_number
 
 __all__ = [
     "Overdue",
+    "RunPolicy",
     "is_missed",
     "jitter_delay",
     "settle_overdue",
@@ -61,6 +62,26 @@ def validate_max_instances(value: object) -> int:
     if value < 1:
         raise ConfigurationError(f"max_instances must be at least 1, got {value!r}")
     return value
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """How a task's due times turn into runs, whatever its trigger.
+
+    Raises:
+        ConfigurationError: if a value is out of range (see the validators).
+    """
+
+    jitter: float = 0.0
+    misfire_grace: float | None = None
+    coalesce: bool = True
+    max_instances: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "jitter", validate_jitter(self.jitter))
+        object.__setattr__(self, "misfire_grace", validate_misfire_grace(self.misfire_grace))
+        object.__setattr__(self, "coalesce", validate_coalesce(self.coalesce))
+        object.__setattr__(self, "max_instances", validate_max_instances(self.max_instances))
 
 
 def jitter_delay(jitter: float, rng: random.Random) -> float:
