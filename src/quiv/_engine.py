@@ -516,6 +516,7 @@ class Engine:
             return  # the dispatch under way looks at the heap again before it ends
         registry = self.registry
         self._dispatching = True
+        upcoming: float | None = None
         try:
             while True:
                 for task in registry.pop_due(now.mono):
@@ -527,6 +528,8 @@ class Engine:
                     break
         finally:
             self._dispatching = False
+        if upcoming is not None and upcoming < self._sleeping_until and self._wakeup is not None:
+            self._wakeup.set()  # dispatched outside the loop: bring its deadline forward
 
     def _start_ready(self, now: Moment) -> None:
         """Start queued jobs while the pool has free slots.

@@ -335,7 +335,10 @@ class Registry:
         task.running.append(job)
         task.snapshot = None
         if job.on_cadence:
-            task.timeline.started(job.slot, now)
+            # A first run anchors a grid on its due time: its jitter is not the grid's.
+            jitter = job.jitter
+            anchor = now if not jitter else Moment(now.mono - jitter, now.wall)
+            task.timeline.started(job.slot, anchor)
 
     def finish_job(self, job: JobEntry, status: JobStatus, error: str | None, now: Moment) -> None:
         """Record the outcome of ``job``; one that never started (cancelled, missed) ends here."""
