@@ -488,3 +488,15 @@ def test_the_sync_facade_takes_the_same_triggers() -> None:
         assert scheduler.get_task(task_id).cron == "0 12 * * *"
         assert scheduler.update_task(once, task_name="later").task_name == "later"
         assert scheduler.get_task(once).run_once
+
+
+def test_virtual_clock_started_in_a_zone_counts_real_seconds() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    clock = VirtualClock(datetime(2030, 3, 31, 1, 30, tzinfo=berlin))
+    clock.advance(3600)  # 01:30 CET + 1 h is 03:30 CEST: the gap has no 02:30
+    assert clock.now().astimezone(berlin).isoformat() == "2030-03-31T03:30:00+02:00"
+    clock.jump(-60)
+    assert clock.monotonic() == 3600
+    assert clock.now().astimezone(berlin).isoformat() == "2030-03-31T03:29:00+02:00"
+    with pytest.raises(ValueError, match="aware"):
+        VirtualClock(datetime(2030, 1, 1))

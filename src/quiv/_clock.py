@@ -75,7 +75,12 @@ class VirtualClock:
     """
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._start = start or datetime(2030, 1, 1, tzinfo=timezone.utc)
+        start = start or datetime(2030, 1, 1, tzinfo=timezone.utc)
+        if start.tzinfo is None:
+            raise ValueError("VirtualClock needs a timezone-aware start")
+        # In UTC: adding seconds to a zoned datetime adds wall-clock time, which
+        # is wrong across a daylight-saving change.
+        self._start = start.astimezone(timezone.utc)
         self._elapsed = 0.0
         self._wall_shift = 0.0
         self._sleepers: dict[anyio.Event, float] = {}
