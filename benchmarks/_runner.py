@@ -30,6 +30,7 @@ WORKLOADS: dict[str, str] = {
     "W6": "w6_cancel",
     "W7": "w7_lifecycle",
     "W8": "w8_soak",
+    "W9": "w9_cron",
 }
 DEFAULT_SET = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
