@@ -4,11 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: help install dev demo test lint typecheck unit bench soak docs clean
+.PHONY: help install dev demo test lint typecheck unit mutation bench soak docs clean
 
 help:
 	@echo "make demo   - create $(VENV), install quiv, run examples/demo.py"
 	@echo "make test   - create $(VENV), install dev extras, run lint, type check and tests"
+	@echo "make mutation - mutation-test the pure modules (_schedule, _validation); fails on a survivor"
 	@echo "make bench  - run the benchmark suite (benchmarks/), print a table, write JSON"
 	@echo "make soak   - run the long mixed-workload soak (not part of CI)"
 	@echo "make docs   - build the documentation site with mkdocs --strict"
@@ -43,6 +44,11 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# Our own small runner (tools/mutation.py): each mutant runs in a forked child
+# against the module's targeted tests; about a minute.
+mutation: $(STAMP)
+	$(BIN)/python tools/mutation.py $(MUTATION_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -9,6 +9,9 @@ shows every job event and progress message as it happens.
 * ``GET /tasks`` and ``GET /jobs`` return quiv's ``Task``/``Job`` models as JSON.
 * ``POST /jobs/{job_id}/cancel`` sets the job's stop event.
 
+quiv's errors become HTTP errors in one exception handler (an unknown id is a
+404, not a 500).
+
 The scheduler is an ``AsyncQuiv`` on the app's own event loop, entered in the
 lifespan, so handlers, listeners and progress callbacks all run on that loop.
 """
@@ -21,11 +24,21 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from quiv import AsyncQuiv, Event, Job, JobNotFoundError, Task
+from quiv import (
+    AsyncQuiv,
+    ConfigurationError,
+    Event,
+    Job,
+    JobStatus,
+    QuivError,
+    SchedulerStateError,
+    Task,
+    TaskNotScheduledError,
+)
 
 
 # --8<-- [start:hub]
@@ -96,6 +109,21 @@ def create_app(pool_size: int = 4) -> FastAPI:
 
     app = FastAPI(title="quiv example", lifespan=lifespan)
 
+    @app.exception_handler(QuivError)
+    async def quiv_error(request: Request, exc: QuivError) -> JSONResponse:
+        """quiv's errors as HTTP errors; each class also derives from a builtin."""
+        if isinstance(exc, LookupError):  # TaskNotFoundError, JobNotFoundError
+            status = 404
+        elif isinstance(exc, ConfigurationError):  # bad input; nothing changed
+            status = 422
+        elif isinstance(exc, TaskNotScheduledError):  # a run-once task already ran
+            status = 409
+        elif isinstance(exc, SchedulerStateError):  # shutting down
+            status = 503
+        else:
+            status = 500
+        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status)
+
     @app.post("/jobs")
     async def start_job(request: CrunchRequest) -> dict[str, str]:
         task_id = await scheduler.add_task(
@@ -113,15 +141,12 @@ def create_app(pool_size: int = 4) -> FastAPI:
         return await scheduler.get_all_tasks(include_run_once=True)
 
     @app.get("/jobs")
-    async def list_jobs(status: str | None = None) -> list[Job]:
-        return await scheduler.get_all_jobs(status)
+    async def list_jobs(status: JobStatus | None = None) -> list[Job]:
+        return await scheduler.get_all_jobs(status)  # FastAPI answers 422 to a bad status
 
     @app.post("/jobs/{job_id}/cancel")
     async def cancel_job(job_id: str) -> dict[str, Any]:
-        try:
-            await scheduler.get_job(job_id)
-        except JobNotFoundError:
-            raise HTTPException(status_code=404, detail="no such job") from None
+        await scheduler.get_job(job_id)  # an unknown id raises JobNotFoundError: 404
         return {"job_id": job_id, "cancelled": await scheduler.cancel_job(job_id)}
 
     @app.websocket("/ws")

@@ -61,7 +61,10 @@ def create_app(scheduler: AsyncQuiv | None = None) -> Starlette:
     scheduler = scheduler if scheduler is not None else AsyncQuiv()
 
     async def add_task(request: Request) -> Response:
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError:  # not JSON at all
+            body = None
         if not isinstance(body, dict) or "name" not in body or "interval" not in body:
             raise HTTPException(400, 'send {"name": str, "interval": seconds, "delay": seconds}')
         task_id = await scheduler.add_task(
@@ -94,7 +97,10 @@ def create_app(scheduler: AsyncQuiv | None = None) -> Starlette:
         return JSONResponse({"status": "paused"})
 
     async def resume(request: Request) -> Response:
-        delay = int(request.query_params.get("delay", "0"))
+        try:
+            delay = float(request.query_params.get("delay", "0"))
+        except ValueError:
+            raise HTTPException(400, "delay must be a number of seconds") from None
         await scheduler.resume_task(request.path_params["task_id"], delay)
         return JSONResponse({"status": "active"})
 

@@ -123,7 +123,9 @@ async def test_failure_is_recorded_not_raised() -> None:
         await log.wait_for(3)
         failed = await scheduler.get_all_jobs("failed")
     assert log.seen[1:] == [("job_started", "flaky"), ("job_failed", "flaky")]
-    assert [job.error_message for job in failed] == ["ValueError: upstream returned 502"]
+    assert [(job.error_type, job.error_message) for job in failed] == [
+        ("ValueError", "upstream returned 502")
+    ]
 
 
 # --8<-- [end:failure]

@@ -255,7 +255,7 @@ async def test_failed_handler_is_recorded_with_its_error() -> None:
         await scheduler.add_task("broken", broken, 1, run_once=True)
         await recorder.wait_for(Event.JOB_FAILED)
         (job,) = await scheduler.get_all_jobs("failed")
-    assert job.error_message == "ValueError: boom"
+    assert (job.error_type, job.error_message) == ("ValueError", "boom")
     assert job.ended_at is not None
     assert job.duration_seconds is not None
 

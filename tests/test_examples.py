@@ -299,9 +299,21 @@ def test_fastapi_app_streams_progress_lists_and_cancels() -> None:
             assert tail[-1]["job_id"] == started["job_id"]
 
             assert client.post(f"/jobs/{started['job_id']}/cancel").json()["cancelled"] is False
-            assert client.post("/jobs/no-such-job/cancel").status_code == 404
             statuses = [job["status"] for job in client.get("/jobs").json()]
             assert statuses == ["completed", "cancelled"]
+
+
+def test_fastapi_app_answers_bad_input_with_4xx() -> None:
+    fastapi_app = load_example("fastapi_app")
+    with TestClient(fastapi_app.create_app(), raise_server_exceptions=False) as client:
+        bogus = client.get("/jobs", params={"status": "bogus"})
+        assert bogus.status_code == 422
+        assert bogus.json()["detail"][0]["loc"] == ["query", "status"]
+        missing = client.post("/jobs/no-such-job/cancel")
+        assert (missing.status_code, missing.json()["error"]) == (404, "JobNotFoundError")
+        assert client.post("/jobs", content=b"not json").status_code == 422
+        assert client.post("/jobs", json={"steps": 0}).status_code == 422
+        assert client.get("/tasks").json() == []
 
 
 # -- fastapi_quickstart.py -------------------------------------------------------
@@ -363,7 +375,6 @@ def test_starlette_app_lifespan_runs_the_scheduler() -> None:
         client.post(f"/tasks/{task_id}/resume", params={"delay": 3600})
         assert client.get(f"/tasks/{task_id}").json()["status"] == "active"
 
-        assert client.get("/jobs", params={"status": "bogus"}).status_code == 400
         assert client.delete(f"/tasks/{task_id}").status_code == 204
         missing = client.get(f"/tasks/{task_id}")
         assert missing.status_code == 404
@@ -371,6 +382,33 @@ def test_starlette_app_lifespan_runs_the_scheduler() -> None:
     # The lifespan ended, and the scheduler with it.
     with pytest.raises(SchedulerClosedError):
         anyio.run(scheduler.get_all_tasks)
+
+
+def test_starlette_app_answers_bad_input_with_4xx() -> None:
+    starlette_app = load_example("starlette_app")
+    with TestClient(starlette_app.create_app(), raise_server_exceptions=False) as client:
+        reply = client.post("/tasks", json={"name": "prices", "interval": 3600, "delay": 3600})
+        task_id = reply.json()["task_id"]
+        client.post(f"/tasks/{task_id}/pause")
+        resumed = client.post(f"/tasks/{task_id}/resume", params={"delay": "0.5"})
+        assert (resumed.status_code, resumed.json()) == (200, {"status": "active"})
+        for delay, error in [("soon", None), ("-1", "ConfigurationError")]:
+            refused = client.post(f"/tasks/{task_id}/resume", params={"delay": delay})
+            assert refused.status_code == 400, delay
+            if error is not None:
+                assert refused.json()["error"] == error
+        for body in [b"not json", b"[1, 2]", b'{"name": "no interval"}']:
+            assert client.post("/tasks", content=body).status_code == 400, body
+        bad_interval = client.post("/tasks", json={"name": "x", "interval": "often"})
+        assert (bad_interval.status_code, bad_interval.json()["error"]) == (
+            400,
+            "ConfigurationError",
+        )
+        bogus = client.get("/jobs", params={"status": "bogus"})
+        assert (bogus.status_code, bogus.json()["error"]) == (400, "ConfigurationError")
+        unknown = client.post("/tasks/no-such-task/run")
+        assert (unknown.status_code, unknown.json()["error"]) == (404, "HandlerNotRegisteredError")
+        assert [t["id"] for t in client.get("/tasks").json()] == [task_id]
 
 
 # -- cron_and_dates.py -----------------------------------------------------------

@@ -4,13 +4,20 @@
 blocking API for scripts and sync code.
 """
 
+# config, exceptions and models: quiv 0.x's public modules, kept for its users.
+from . import config as config
+from . import exceptions as exceptions
+from . import models as models
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._clock import VirtualClock as VirtualClock
 from ._config import QuivConfig as QuivConfig
+from ._config import resolve_timezone as resolve_timezone
 from ._core import AsyncQuiv as AsyncQuiv
 from ._exceptions import ConfigurationError as ConfigurationError
+from ._exceptions import DatabaseInitializationError as DatabaseInitializationError
 from ._exceptions import HandlerNotRegisteredError as HandlerNotRegisteredError
+from ._exceptions import HandlerRegistrationError as HandlerRegistrationError
 from ._exceptions import InvalidTimezoneError as InvalidTimezoneError
 from ._exceptions import JobNotFoundError as JobNotFoundError
 from ._exceptions import QuivError as QuivError
@@ -35,9 +42,11 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "Cron",
+    "DatabaseInitializationError",
     "Event",
     "Every",
     "HandlerNotRegisteredError",
+    "HandlerRegistrationError",
     "InvalidTimezoneError",
     "Job",
     "JobNotFoundError",
@@ -54,6 +63,7 @@ __all__ = [
     "TaskStatus",
     "VirtualClock",
     "__version__",
+    "resolve_timezone",
 ]
 
 # Show the public home in reprs, tracebacks and generated docs.

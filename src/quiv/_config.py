@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import datetime, timezone, tzinfo
 from numbers import Real
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -13,12 +13,27 @@ from ._exceptions import ConfigurationError, InvalidTimezoneError
 __all__ = ["DEFAULT_CONFIG", "QuivConfig", "resolve_config", "resolve_timezone"]
 
 
+_UTC_NAMES = frozenset({"UTC", "Z", "GMT"})
+
+
 def resolve_timezone(value: str | tzinfo) -> tzinfo:
-    """Turn an IANA name or a ``tzinfo`` into a ``tzinfo``; raise ``InvalidTimezoneError``."""
+    """Turn an IANA name or a ``tzinfo`` into a ``tzinfo``; raise ``InvalidTimezoneError``.
+
+    ``"UTC"``, ``"Z"`` and ``"GMT"``, in any case, give ``datetime.timezone.utc``.
+    """
     if isinstance(value, tzinfo):
+        # Find a broken zone now, not in the middle of a later call that logs a time.
+        try:
+            sample = datetime.fromtimestamp(0, value)  # what displaying a time calls
+            sample.isoformat()
+            sample.tzname()
+        except Exception as exc:
+            raise InvalidTimezoneError(value, f"{type(exc).__name__}: {exc}") from exc
         return value
     if not isinstance(value, str) or not value.strip():
         raise InvalidTimezoneError(value)
+    if value.strip().upper() in _UTC_NAMES:
+        return timezone.utc
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -51,12 +66,14 @@ class QuivConfig:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigurationError(f"pool_size must be an int of at least 1, got {size!r}")
         keep: object = self.history_retention_seconds
-        if (
-            isinstance(keep, bool)
-            or not isinstance(keep, Real)
-            or not math.isfinite(float(keep))
-            or float(keep) < 0
-        ):
+        if isinstance(keep, bool) or not isinstance(keep, Real):
+            seconds = math.nan
+        else:
+            try:
+                seconds = float(keep)
+            except Exception:  # too large for a float, or a broken __float__
+                seconds = math.inf
+        if not 0 <= seconds < math.inf:
             raise ConfigurationError(
                 f"history_retention_seconds must be a finite number >= 0, got {keep!r}"
             )

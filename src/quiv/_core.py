@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -123,20 +124,27 @@ class AsyncQuiv:
             raise ConfigurationError(f"logger must be a logging.Logger, got {logger!r}")
         if main_loop is not None and not isinstance(main_loop, asyncio.AbstractEventLoop):
             raise ConfigurationError(f"main_loop must be an asyncio event loop, got {main_loop!r}")
-        if (
-            isinstance(shutdown_timeout, bool)
-            or not isinstance(shutdown_timeout, int | float)
-            or not shutdown_timeout >= 0
-        ):
+        try:
+            grace = (
+                float(shutdown_timeout)
+                if isinstance(shutdown_timeout, int | float)
+                and not isinstance(shutdown_timeout, bool)
+                else math.nan
+            )
+        except OverflowError:  # an int beyond float's range: wait as long as it takes
+            grace = math.inf
+        if not grace >= 0:
             raise ConfigurationError(
                 f"shutdown_timeout must be a number of seconds >= 0, got {shutdown_timeout!r}"
             )
         self._logger: _AnyLogger = logger if logger is not None else logging.getLogger("Quiv")
         self._main_loop = main_loop
-        self._shutdown_timeout = float(shutdown_timeout)
+        self._shutdown_timeout = grace
         self._engine = Engine(
             self._config, clock if clock is not None else SystemClock(), self._logger
         )
+        if main_loop is not None:
+            self._engine.dispatcher.deliver_early_on(main_loop)
         self._state = _State.UNOPENED
         self._task_group: TaskGroup | None = None
         self._loop_thread: int | None = None  # set while open: calls must come from it
@@ -243,7 +251,10 @@ class AsyncQuiv:
             raise SchedulerStateError("the scheduler is shutting down and accepts no new work")
 
     def _format(self, when: datetime) -> str:
-        return when.astimezone(self._config.tz).isoformat(timespec="milliseconds")
+        try:
+            return when.astimezone(self._config.tz).isoformat(timespec="milliseconds")
+        except Exception:  # a tzinfo that passed its check yet fails on this date
+            return when.isoformat(timespec="milliseconds")
 
     # -- the public API -----------------------------------------------------
 
@@ -331,14 +342,13 @@ class AsyncQuiv:
             default_zone=self._config.tz,
             wall=engine.clock.now(),
         )
-        engine.add(task, wait)
+        first_run = engine.add(task, wait)
         if self._logger.isEnabledFor(logging.INFO):
             self._logger.info(
-                "quiv task %r (%s) added, %s; first run at %s",
+                "quiv task %r (%s) added; first run at %s",
                 task.name,
                 task.id,
-                task.trigger.describe(),
-                self._format(task.next_run_at),
+                self._format(first_run),
             )
         return task.id
 
@@ -467,7 +477,7 @@ class AsyncQuiv:
         if self._engine.pause(task):
             self._logger.info("quiv task %r (%s) paused", task.name, task.id)
 
-    async def resume_task(self, task_id: str, delay: int = 0) -> None:
+    async def resume_task(self, task_id: str, delay: float = 0) -> None:
         """Re-activate a task; its next run is due ``delay`` seconds from now.
 
         With ``delay=0`` it runs at once (or, if a run is in progress, as soon as

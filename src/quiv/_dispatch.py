@@ -83,7 +83,7 @@ class _HostLoopSink:
         loop: asyncio.AbstractEventLoop,
         logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
-        self._loop = loop
+        self.loop = loop
         self._logger = logger
         self._pending: deque[Delivery] = deque()  # touched on the host loop only
         self._pump: asyncio.Task[None] | None = None
@@ -91,7 +91,7 @@ class _HostLoopSink:
     def forward(self, batch: list[Delivery]) -> bool:
         """Hand ``batch`` to the host loop; False if that loop is gone."""
         try:
-            self._loop.call_soon_threadsafe(self._accept, batch)
+            self.loop.call_soon_threadsafe(self._accept, batch)
         except RuntimeError:  # the host loop is closed
             return False
         return True
@@ -99,7 +99,7 @@ class _HostLoopSink:
     def _accept(self, batch: list[Delivery]) -> None:
         self._pending.extend(batch)
         if self._pump is None or self._pump.done():
-            self._pump = self._loop.create_task(self._run())
+            self._pump = self.loop.create_task(self._run())
 
     async def _run(self) -> None:
         pending = self._pending
@@ -125,7 +125,16 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._sink: _HostLoopSink | None = None
+        self._early_done: anyio.Event | None = None
         self._closed = False
+
+    def deliver_early_on(self, host_loop: asyncio.AbstractEventLoop) -> None:
+        """Until :meth:`bind`, hand each delivery to ``host_loop`` at once.
+
+        For an explicit ``main_loop``: listeners hear what happens before the
+        scheduler starts (tasks added up front) right away, as in quiv 0.x.
+        """
+        self._sink = _HostLoopSink(host_loop, self._logger)
 
     def bind(
         self, loop: asyncio.AbstractEventLoop, host_loop: asyncio.AbstractEventLoop | None
@@ -140,8 +149,16 @@ class Dispatcher:
         self._early.clear()
         self._loop = loop
         self._loop_thread = threading.get_ident()
+        early, self._sink = self._sink, None
         if host_loop is not None and host_loop is not loop:
-            self._sink = _HostLoopSink(host_loop, self._logger)
+            # The same sink keeps its order after the deliveries made before start.
+            same = early is not None and early.loop is host_loop
+            self._sink = early if same else _HostLoopSink(host_loop, self._logger)
+        elif early is not None and early.loop is loop:
+            # Delivered here from now on: first let the early ones run, in order.
+            self._early_done = anyio.Event()
+            if not early.forward([Delivery(self._early_done.set)]):
+                self._early_done = None
 
     def post(self, delivery: Delivery) -> None:
         """Queue a delivery from any thread."""
@@ -156,6 +173,8 @@ class Dispatcher:
 
     def _post_on_loop(self, delivery: Delivery) -> None:
         if self._send is None:
+            if self._sink is not None and self._sink.forward([delivery]):
+                return
             self._early.append(delivery)
             with self._lock:
                 self._pending += 1
@@ -223,6 +242,8 @@ class Dispatcher:
         """Deliver until :meth:`close` is called and everything queued is delivered."""
         receive = self._receive
         assert receive is not None, "bind() first"
+        if self._early_done is not None:
+            await self._early_done.wait()
         async with receive:
             async for delivery in receive:
                 # Take everything already queued in one go: receive() would yield to
@@ -243,6 +264,14 @@ class Dispatcher:
                 for item in batch:
                     await _invoke(item, self._logger)
                     self._delivered(1)
+
+    def discard(self) -> None:
+        """Close both ends of the stream unused: start-up failed before :meth:`run` began."""
+        with self._lock:
+            self._closed = True
+        for stream in (self._send, self._receive):
+            if stream is not None:
+                stream.close()
 
     def close(self) -> None:
         """Stop accepting deliveries; :meth:`run` returns once the backlog is delivered."""

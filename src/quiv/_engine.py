@@ -64,7 +64,7 @@ OVERDUE_LIMIT = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _ignore_progress(**_payload: Any) -> None:
+def _ignore_progress(*_args: Any, **_payload: Any) -> None:
     """The ``_progress_hook`` of a task that has no progress callback."""
 
 
@@ -148,10 +148,19 @@ class Engine:
         dispatcher or the writer off mid-delivery; :meth:`stop` drains them in
         order and then cancels the group itself.
         """
+        failure: BaseException | None = None
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as group:
-                self._start(group, main_loop)
-                task_status.started()
+                try:
+                    self._start(group, main_loop)
+                except BaseException as exc:  # raised below, not wrapped in a group
+                    failure = exc
+                    self.dispatcher.discard()  # its streams would otherwise leak
+                    group.cancel_scope.cancel()
+                else:
+                    task_status.started()
+        if failure is not None:
+            raise failure
 
     def _start(self, task_group: TaskGroup, main_loop: asyncio.AbstractEventLoop | None) -> None:
         """Start the loop, the dispatcher and the writer as tasks of ``task_group``."""
@@ -235,7 +244,8 @@ class Engine:
         clock = self.clock
         return Moment(clock.monotonic(), clock.now())
 
-    def add(self, task: TaskEntry, delay: float) -> None:
+    def add(self, task: TaskEntry, delay: float) -> datetime:
+        """Register ``task``; return when its first run is due (it may have started already)."""
         now = self.now()
         self.registry.tasks[task.id] = task
         if task.trigger.wall_clock:
@@ -243,7 +253,9 @@ class Engine:
         self._schedule(task, task.timeline.start(now, delay))
         self.store.save_task(task)
         self.emit_task(Event.TASK_ADDED, task)
+        first_run = task.next_run_at
         self._wake_for(task)
+        return first_run
 
     def update(self, task: TaskEntry, retimed: bool) -> None:
         """Apply the changes ``AsyncQuiv.update_task`` made to ``task``'s fields.
@@ -569,20 +581,29 @@ class Engine:
             return _ignore_progress
         post = self.dispatcher.post
 
-        def progress_hook(**payload: Any) -> None:
-            post(Delivery(callback, (), payload))
+        def progress_hook(*args: Any, **payload: Any) -> None:
+            # Positional arguments are passed on too, as quiv 0.x did.
+            post(Delivery(callback, args, payload))
 
         return progress_hook
 
-    def _on_job_end(self, job: JobEntry, status: JobStatus, error: str | None) -> None:
+    def _on_job_end(
+        self, job: JobEntry, status: JobStatus, error: str | None, error_type: str | None = None
+    ) -> None:
         if job.status is not JobStatus.RUNNING:
             return  # an abandoned thread reporting after shutdown gave up on it
         assert self._pool is not None
         self._pool.release_on_behalf_of(job)
-        self._finish_job(job, status, error)
+        self._finish_job(job, status, error, error_type)
 
     def _finish_job(
-        self, job: JobEntry, status: JobStatus, error: str | None, *, start_next: bool = True
+        self,
+        job: JobEntry,
+        status: JobStatus,
+        error: str | None,
+        error_type: str | None = None,
+        *,
+        start_next: bool = True,
     ) -> None:
         # Progress still waiting in the inbox goes out before the final event.
         self.dispatcher.drain_inbox()
@@ -590,11 +611,14 @@ class Engine:
         now = self.now()
         if status is JobStatus.MISSED and error is None:
             error = missed_reason(task, job.slot, now)
-        registry.finish_job(job, status, error, now)
+        registry.finish_job(job, status, error, now, error_type)
         self.store.save_job(job)
-        if error is not None and status is JobStatus.FAILED:
-            self.logger.error("quiv task %r (job %s) failed: %s", task.name, job.id, error)
-        # The final event goes out before anything this end lets start.
+        if status is JobStatus.FAILED:
+            self.logger.error(
+                "quiv task %r (job %s) failed: %s: %s", task.name, job.id, error_type, error
+            )
+        # The final event goes out before anything this end lets start: _plan
+        # and _start_ready below are the only ways a run can start from here.
         self.emit_job(_FINAL_EVENT[status], job)
         if task.removed:
             pass

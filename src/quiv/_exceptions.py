@@ -7,20 +7,24 @@ or ``RuntimeError`` keeps working::
 
     QuivError
     ├── ConfigurationError          (ValueError)   bad argument or option
-    │   └── InvalidTimezoneError                   unknown zone name
+    │   ├── InvalidTimezoneError                   unknown zone name
+    │   └── HandlerRegistrationError               func or progress_callback unusable
     ├── TaskNotFoundError           (LookupError)  no task with that id
     │   └── HandlerNotRegisteredError              run_task_immediately on an unknown id
     ├── JobNotFoundError            (LookupError)  no job with that id
     ├── TaskNotScheduledError       (RuntimeError) run-once task already consumed
-    └── SchedulerStateError         (RuntimeError) call not possible in this state
-        └── SchedulerClosedError                   the scheduler has shut down
+    ├── SchedulerStateError         (RuntimeError) call not possible in this state
+    │   └── SchedulerClosedError                   the scheduler has shut down
+    └── DatabaseInitializationError (RuntimeError) the history database cannot be created
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "DatabaseInitializationError",
     "HandlerNotRegisteredError",
+    "HandlerRegistrationError",
     "InvalidTimezoneError",
     "JobNotFoundError",
     "QuivError",
@@ -40,14 +44,25 @@ class ConfigurationError(QuivError, ValueError):
 
 
 class InvalidTimezoneError(ConfigurationError):
-    """Raised when ``timezone`` names no known IANA zone and is not a ``tzinfo``."""
+    """Raised when ``timezone`` names no known IANA zone, or is a ``tzinfo`` that fails."""
 
-    def __init__(self, timezone: object) -> None:
+    def __init__(self, timezone: object, failure: str | None = None) -> None:
         self.timezone = timezone
+        if failure is not None:
+            super().__init__(f"timezone {timezone!r} cannot convert a time: {failure}")
+            return
         super().__init__(
             f"unknown timezone {timezone!r}: pass an IANA name such as 'Europe/Paris' "
             "or a datetime.tzinfo instance"
         )
+
+
+class HandlerRegistrationError(ConfigurationError):
+    """Raised by ``add_task`` when ``func`` or ``progress_callback`` cannot serve as one.
+
+    A ``ConfigurationError``, so ``except ConfigurationError`` still catches it;
+    the name is the one quiv 0.x raised for the same mistakes.
+    """
 
 
 class TaskNotFoundError(QuivError, LookupError):
@@ -96,3 +111,12 @@ class SchedulerClosedError(SchedulerStateError):
         super().__init__(
             "this scheduler has shut down; create a new Quiv/AsyncQuiv instance to schedule again"
         )
+
+
+class DatabaseInitializationError(QuivError, RuntimeError):
+    """Raised when the history database cannot be created (directory, file or schema).
+
+    The database is created on the first write, in the background, so no call
+    raises this: the writer logs it and retries while scheduling goes on from
+    memory. The name is the one quiv 0.x raised from its constructor.
+    """

@@ -114,7 +114,10 @@ class Job(BaseModel):
     """A snapshot of one execution of a task, as returned by ``get_job``/``get_all_jobs``.
 
     ``started_at`` is when the job began running (for a ``scheduled`` job, when it
-    became due); ``ended_at`` and ``duration_seconds`` are set once it ends.
+    became due); ``ended_at`` and ``duration_seconds`` are set once it ends. A
+    failed job has the exception's message in ``error_message`` and its class
+    name in ``error_type``; a job cancelled without running says why in
+    ``error_message``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -127,6 +130,7 @@ class Job(BaseModel):
     ended_at: datetime | None = None
     duration_seconds: float | None = None
     error_message: str | None = None
+    error_type: str | None = None
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -160,6 +164,7 @@ def _pick_builder() -> Callable[[type[M], dict[str, Any]], M]:
         "ended_at": now,
         "duration_seconds": 1.0,
         "error_message": None,
+        "error_type": None,
     }
     try:
         fast, slow = _assemble(Job, dict(sample)), _validated(Job, dict(sample))

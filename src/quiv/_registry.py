@@ -39,6 +39,7 @@ JOB_COLUMNS = (
     "ended_at",
     "duration_seconds",
     "error_message",
+    "error_type",
 )
 
 
@@ -170,6 +171,7 @@ class JobEntry:
     ended_mono: float | None = None
     duration: float | None = None
     error: str | None = None
+    error_type: str | None = None
     stop_requested: bool = False
     # Only handlers that declare ``_stop_event`` get one; an Event is not free.
     stop_event: threading.Event | None = None
@@ -191,6 +193,7 @@ class JobEntry:
                 "ended_at": self.ended_at,
                 "duration_seconds": self.duration,
                 "error_message": self.error,
+                "error_type": self.error_type,
             },
         )
 
@@ -206,6 +209,7 @@ class JobEntry:
             None if ended is None else _sql_time(ended),
             self.duration,
             self.error,
+            self.error_type,
         )
 
 
@@ -340,7 +344,14 @@ class Registry:
             anchor = now if not jitter else Moment(now.mono - jitter, now.wall)
             task.timeline.started(job.slot, anchor)
 
-    def finish_job(self, job: JobEntry, status: JobStatus, error: str | None, now: Moment) -> None:
+    def finish_job(
+        self,
+        job: JobEntry,
+        status: JobStatus,
+        error: str | None,
+        now: Moment,
+        error_type: str | None = None,
+    ) -> None:
         """Record the outcome of ``job``; one that never started (cancelled, missed) ends here."""
         task = job.task
         ran = job.id in self.running
@@ -349,13 +360,20 @@ class Registry:
             task.running.remove(job)
         if task.queued is job:
             task.queued = None
-        self._end(job, status, error, now, ran)
+        self._end(job, status, error, now, ran, error_type)
 
     def _end(
-        self, job: JobEntry, status: JobStatus, error: str | None, now: Moment, ran: bool = False
+        self,
+        job: JobEntry,
+        status: JobStatus,
+        error: str | None,
+        now: Moment,
+        ran: bool = False,
+        error_type: str | None = None,
     ) -> None:
         job.status = status
         job.error = error
+        job.error_type = error_type
         job.ended_at = now.wall
         job.ended_mono = now.mono
         if ran:

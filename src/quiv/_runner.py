@@ -6,9 +6,11 @@ afresh for every run, the injected names the handler declares are added, and
 whatever the handler does is turned into an outcome.
 
 The outcome is always one of three statuses, whatever the handler throws:
-``completed``, ``cancelled`` (it returned after its stop event was set, or
-shutdown cut it off) or ``failed`` (it raised anything, ``BaseException``
-subclasses included, or returned an awaitable from a sync function).
+``completed``, ``cancelled`` (it returned after its stop event was set, by
+``cancel_job``, by shutdown or by the handler itself, or shutdown cut it off)
+or ``failed`` (it raised anything, ``BaseException`` subclasses included, or
+returned an awaitable from a sync function). A failure is recorded as the
+exception's message and, apart, its class name.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ __all__ = [
 
 INJECTABLE = frozenset({"_job_id", "_stop_event", "_progress_hook"})
 
-Outcome = tuple[JobStatus, "str | None"]
+#: ``(status, error_message, error_type)``.
+Outcome = tuple[JobStatus, "str | None", "str | None"]
 
 _thread_state = threading.local()
 
@@ -88,12 +91,12 @@ def handler_traits(func: Callable[..., Any]) -> tuple[bool, frozenset[str]]:
         return is_async_callable(func), injected_names(func)
 
 
-def _describe_error(exc: BaseException) -> str:
+def _failure(exc: BaseException, context: str = "") -> Outcome:
     try:
         text = str(exc)
     except Exception:  # an exception whose __str__ raises must not take us down with it
         text = "<str() of the exception failed>"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return JobStatus.FAILED, context + text, type(exc).__name__
 
 
 def _arguments(
@@ -114,12 +117,12 @@ def _arguments(
     return args, kwargs
 
 
-def _settle(job: JobEntry, error: str | None) -> Outcome:
-    if error is not None:
-        return JobStatus.FAILED, error
-    if job.stop_requested:
-        return JobStatus.CANCELLED, None
-    return JobStatus.COMPLETED, None
+def _settle(job: JobEntry) -> Outcome:
+    """How a run that returned normally ended: cancelled if its stop event was set."""
+    stop_event = job.stop_event
+    if job.stop_requested or (stop_event is not None and stop_event.is_set()):
+        return JobStatus.CANCELLED, None, None
+    return JobStatus.COMPLETED, None, None
 
 
 def run_sync_job(job: JobEntry, progress_hook: Callable[..., None]) -> Outcome:
@@ -131,7 +134,7 @@ def run_sync_job(job: JobEntry, progress_hook: Callable[..., None]) -> Outcome:
     try:
         args, kwargs = _arguments(job, progress_hook)
     except Exception as exc:
-        return JobStatus.FAILED, f"could not prepare arguments: {_describe_error(exc)}"
+        return _failure(exc, "could not prepare arguments: ")
     _thread_state.job_id = job.id
     try:
         result = job.task.func(*args, **kwargs)
@@ -139,15 +142,17 @@ def run_sync_job(job: JobEntry, progress_hook: Callable[..., None]) -> Outcome:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
-            return JobStatus.FAILED, (
-                "TypeError: the sync handler returned an awaitable; declare it 'async def' "
-                "so quiv awaits it on the event loop"
+            return (
+                JobStatus.FAILED,
+                "the sync handler returned an awaitable; declare it 'async def' "
+                "so quiv awaits it on the event loop",
+                "TypeError",
             )
     except BaseException as exc:
-        return JobStatus.FAILED, _describe_error(exc)
+        return _failure(exc)
     finally:
         _thread_state.job_id = None
-    return _settle(job, None)
+    return _settle(job)
 
 
 async def run_async_job(
@@ -161,16 +166,16 @@ async def run_async_job(
     try:
         args, kwargs = _arguments(job, progress_hook)
     except Exception as exc:
-        return JobStatus.FAILED, f"could not prepare arguments: {_describe_error(exc)}"
+        return _failure(exc, "could not prepare arguments: ")
     try:
         await job.task.func(*args, **kwargs)
     except anyio.get_cancelled_exc_class() as exc:
         if scope.cancel_called or task_is_cancelling():
             raise
-        return JobStatus.FAILED, _describe_error(exc)
+        return _failure(exc)
     except BaseException as exc:
-        return JobStatus.FAILED, _describe_error(exc)
-    return _settle(job, None)
+        return _failure(exc)
+    return _settle(job)
 
 
 def task_is_cancelling() -> bool:

@@ -21,6 +21,7 @@ from ._exceptions import ConfigurationError
 
 __all__ = [
     "MAX_SECONDS",
+    "MIN_INTERVAL",
     "next_fixed_slot",
     "next_relative_run",
     "skipped_slots",
@@ -35,21 +36,33 @@ def next_fixed_slot(anchor: float, interval: float, previous: float, now: float)
     It is the first slot after ``previous`` (the slot just run) that is not
     already in the past at ``now``: when a run overran, the slots it covered are
     skipped rather than fired back to back.
+
+    Total for finite inputs: it returns a finite time no earlier than ``now``,
+    in a bounded number of steps, even where floats are too coarse to tell
+    one slot from the next (then it falls back to ``now``).
     """
-    first = math.floor((previous - anchor) / interval + 0.5) + 1  # the slot after previous
-    k = max(first, math.ceil((now - anchor) / interval))
-    # The division can round either way at an exact multiple; settle on the
-    # earliest slot that is not in the past.
-    while k > first and anchor + (k - 1) * interval >= now:
+    done = (previous - anchor) / interval  # slots from the anchor to the one just run
+    ahead = (now - anchor) / interval
+    if not (math.isfinite(done) and math.isfinite(ahead)):
+        return now
+    first = math.floor(done + 0.5) + 1  # the slot after previous
+    k = max(first, math.ceil(ahead))
+    # The division can round either way at an exact multiple, by one slot at
+    # most: settle on the earliest slot that is not in the past.
+    if k > first and anchor + (k - 1) * interval >= now:
         k -= 1
-    while anchor + k * interval < now:
+    elif anchor + k * interval < now:
         k += 1
-    return anchor + k * interval
+    slot = anchor + k * interval
+    return slot if now <= slot < math.inf else now
 
 
 def skipped_slots(interval: float, previous: float, upcoming: float) -> int:
     """How many cadence slots lie strictly between ``previous`` and ``upcoming``."""
-    return max(0, round((upcoming - previous) / interval) - 1)
+    gap = (upcoming - previous) / interval
+    if not math.isfinite(gap):
+        return 0
+    return max(0, round(gap) - 1)
 
 
 def next_relative_run(finished: float, interval: float) -> float:
@@ -61,6 +74,12 @@ def next_relative_run(finished: float, interval: float) -> float:
 #: mistake, and would overflow datetime arithmetic somewhere down the line.
 MAX_SECONDS = 100 * 365.25 * 24 * 3600
 
+#: The shortest interval accepted: a millisecond. Nothing runs more often than
+#: a loop round trip anyway, and a shorter period only turns the cadence into
+#: a busy loop (and, far enough below it, into float arithmetic that cannot
+#: tell one slot from the next).
+MIN_INTERVAL = 0.001
+
 
 def _finite_number(value: object, what: str) -> float:
     # bool is an int subclass; ``interval=True`` is a bug, not one second.
@@ -68,8 +87,10 @@ def _finite_number(value: object, what: str) -> float:
         raise ConfigurationError(f"{what} must be a number of seconds, got {value!r}")
     try:
         number = float(value)
-    except OverflowError:
+    except OverflowError:  # an int (or Fraction) beyond float's range
         number = math.inf
+    except Exception as exc:  # a Real subclass whose __float__ is broken
+        raise ConfigurationError(f"{what} must convert to a float, got {value!r}") from exc
     if not math.isfinite(number):
         raise ConfigurationError(f"{what} must be finite, got {value!r}")
     if abs(number) > MAX_SECONDS:
@@ -80,10 +101,12 @@ def _finite_number(value: object, what: str) -> float:
 
 
 def validate_interval(value: object) -> float:
-    """Return ``value`` as seconds, or raise ``ConfigurationError`` unless finite and > 0."""
+    """Return ``value`` as seconds, or raise ``ConfigurationError`` unless finite and >= 1 ms."""
     seconds = _finite_number(value, "interval")
-    if seconds <= 0:
-        raise ConfigurationError(f"interval must be greater than 0, got {value!r}")
+    if seconds < MIN_INTERVAL:
+        raise ConfigurationError(
+            f"interval must be at least {MIN_INTERVAL} s (1 ms), got {value!r}"
+        )
     return seconds
 
 

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import Field, SQLModel
 
+from ._exceptions import DatabaseInitializationError
 from ._registry import JOB_COLUMNS, TASK_COLUMNS
 
 __all__ = ["JobRecord", "Store", "TaskRecord"]
@@ -69,6 +70,7 @@ class JobRecord(SQLModel, table=True):
     ended_at: datetime | None = Field(default=None, index=True)
     duration_seconds: float | None = None
     error_message: str | None = None
+    error_type: str | None = None
 
 
 _TASKS: sa.Table = TaskRecord.__table__  # type: ignore[attr-defined]
@@ -99,6 +101,29 @@ class _Table:
         marks = ", ".join("?" for _ in columns)
         self.upsert = f"INSERT OR REPLACE INTO {table.name} ({names}) VALUES ({marks})"
         self.delete = f"DELETE FROM {table.name} WHERE id = ?"
+
+
+def _storable(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``row`` with any text SQLite cannot take stored backslash-escaped instead.
+
+    A lone surrogate (what ``surrogateescape`` makes of a non-UTF-8 file name)
+    has no UTF-8 form; it is stored as its escape, a backslash, ``u`` and four
+    hex digits. Checking is nearly free: ASCII text is the common case.
+    """
+    for value in row:
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                break
+    else:
+        return row
+    return tuple(
+        value.encode("utf-8", "backslashreplace").decode("utf-8")
+        if isinstance(value, str)
+        else value
+        for value in row
+    )
 
 
 _TASK_SQL = _Table(_TASKS, TASK_COLUMNS)
@@ -235,7 +260,7 @@ class Store:
         purge_before, self._purge_before = self._purge_before, None
         flushes, self._flushes = self._flushes, []
         try:
-            await self._write(tasks, list(jobs.values()), purge_before)
+            tasks_left, jobs_left = await self._write(tasks, list(jobs.values()), purge_before)
         except Exception:
             self.failed_batches += 1
             self._logger.exception(
@@ -256,11 +281,19 @@ class Store:
         finally:
             for event in flushes:
                 event.set()
+        if tasks_left or jobs_left:  # rows refused on their own: only they are retried
+            self.failed_batches += 1
+            for entry in tasks_left:
+                self._tasks.setdefault(entry.id, entry)
+            for job in jobs_left:
+                self._jobs.setdefault(job.id, job)
+            return False
         return True
 
     async def _write(
         self, tasks: dict[str, Row | None], jobs: list[Row], purge_before: datetime | None
-    ) -> None:
+    ) -> tuple[list[Row], list[Row]]:
+        """Write the changes; return the task and job entries refused row by row."""
         if self._engine is not None and not self._file_intact():
             tasks, jobs = await self._recreate(tasks, jobs)
         stored = self._stored_tasks
@@ -268,27 +301,61 @@ class Store:
             (task_id,) for task_id, entry in tasks.items() if entry is None and task_id in stored
         ]
         saved = [entry for entry in tasks.values() if entry is not None]
+        tasks_left: list[Row] = []
+        jobs_left: list[Row] = []
         if not (deleted or saved or jobs or purge_before is not None):
-            return
-        engine = self._engine or await self._open()
-        if deleted or saved:
+            return tasks_left, jobs_left
+        engine = self._engine or await self._initialise()
+        if deleted:
             async with engine.begin() as connection:
-                if deleted:
-                    await connection.exec_driver_sql(_TASK_SQL.delete, deleted)
-                if saved:
-                    rows = [entry.to_row() for entry in saved]
-                    await connection.exec_driver_sql(_TASK_SQL.upsert, rows)
+                await connection.exec_driver_sql(_TASK_SQL.delete, deleted)
             stored.difference_update(task_id for (task_id,) in deleted)
-            stored.update(entry.id for entry in saved)
+        if saved:
+            tasks_left = await self._upsert(engine, _TASK_SQL.upsert, saved)
+            stored.update(entry.id for entry in saved if entry not in tasks_left)
         # Rows are rendered chunk by chunk, each from the entry as it is right then.
         for start in range(0, len(jobs), BATCH_LIMIT):
-            chunk = jobs[start : start + BATCH_LIMIT]
-            async with engine.begin() as connection:
-                rows = [job.to_row() for job in chunk]
-                await connection.exec_driver_sql(_JOB_SQL.upsert, rows)
+            jobs_left += await self._upsert(
+                engine, _JOB_SQL.upsert, jobs[start : start + BATCH_LIMIT]
+            )
         if purge_before is not None:
             async with engine.begin() as connection:
                 await connection.exec_driver_sql(_PURGE_SQL, (purge_before.isoformat(" "),))
+        return tasks_left, jobs_left
+
+    async def _upsert(self, engine: AsyncEngine, sql: str, entries: list[Row]) -> list[Row]:
+        """Write ``entries`` in one transaction; return those refused on their own.
+
+        If the transaction fails, each row is tried alone, so one bad row never
+        holds back the others. If every row fails alone too, the fault is not
+        theirs (a full disk, say): the batch's error propagates.
+        """
+        rows = [_storable(entry.to_row()) for entry in entries]
+        try:
+            async with engine.begin() as connection:
+                await connection.exec_driver_sql(sql, rows)
+            return []
+        except Exception as exc:
+            if len(rows) == 1:
+                raise
+            batch_error = exc
+        refused: list[tuple[Row, BaseException]] = []
+        for entry, row in zip(entries, rows, strict=True):
+            try:
+                async with engine.begin() as connection:
+                    await connection.exec_driver_sql(sql, row)
+            except Exception as row_error:
+                refused.append((entry, row_error))
+        if len(refused) == len(entries):
+            raise batch_error
+        for entry, error in refused:
+            self._logger.error(
+                "quiv could not write the record %s to its database (the others were "
+                "written); it will be retried",
+                entry.id,
+                exc_info=error,
+            )
+        return [entry for entry, _ in refused]
 
     def _file_intact(self) -> bool:
         path = self.path
@@ -323,6 +390,14 @@ class Store:
         every_job = {job.id: job for job in live_jobs}
         every_job.update((job.id, job) for job in jobs)
         return every_task, list(every_job.values())
+
+    async def _initialise(self) -> AsyncEngine:
+        try:
+            return await self._open()
+        except Exception as exc:
+            raise DatabaseInitializationError(
+                f"quiv could not create its database: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def _open(self) -> AsyncEngine:
         if self._directory is None:

@@ -382,7 +382,7 @@ class Quiv:
         """Blocking form of :meth:`AsyncQuiv.pause_task`."""
         return self._call(self._core.pause_task, task_id)
 
-    def resume_task(self, task_id: str, delay: int = 0) -> None:
+    def resume_task(self, task_id: str, delay: float = 0) -> None:
         """Blocking form of :meth:`AsyncQuiv.resume_task`."""
         return self._call(self._core.resume_task, task_id, delay)
 

@@ -1,7 +1,8 @@
 """Checking what callers pass in, before anything changes.
 
 Every public method validates all of its arguments first and raises a
-``ConfigurationError`` naming the culprit, so a refused call changes nothing.
+``ConfigurationError`` naming the culprit (its subclass ``HandlerRegistrationError``
+for an unusable handler or progress callback), so a refused call changes nothing.
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ from __future__ import annotations
 import inspect
 import pickle
 from datetime import datetime, tzinfo
+from datetime import timezone as dt_timezone
 from typing import Any
 
-from ._exceptions import ConfigurationError
+from ._exceptions import ConfigurationError, HandlerRegistrationError
 from ._ids import new_id
 from ._registry import TaskEntry, resolved_zone_name
 from ._runner import INJECTABLE, handler_traits
 from ._schedule import validate_delay
 from ._triggers import RunPolicy, Timeline, Trigger, choose_trigger, resolve_trigger, task_zone
+
+DEFAULT_POLICY = RunPolicy()
+UTC = dt_timezone.utc
 
 __all__ = [
     "check_args",
@@ -54,14 +59,23 @@ def _pickled(value: object, what: str) -> tuple[bytes, Any]:
     return blob, copy
 
 
-def check_func(func: object) -> None:
+def check_func(func: object) -> tuple[bool, frozenset[str]]:
+    """Validate a handler; return whether it is async and the names it takes injected."""
     if not callable(func):
-        raise ConfigurationError(f"func must be callable, got {func!r}")
-    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
-        raise ConfigurationError(
+        raise HandlerRegistrationError(f"func must be callable, got {func!r}")
+    try:
+        generator = inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func)
+        traits = handler_traits(func)
+    except Exception as exc:  # e.g. a __getattr__ that raises more than AttributeError
+        raise HandlerRegistrationError(
+            f"func cannot be inspected: {type(exc).__name__}: {exc}"
+        ) from exc
+    if generator:
+        raise HandlerRegistrationError(
             f"func must be a function, not a generator function ({func!r}): "
             "calling it would only create a generator and run none of its body"
         )
+    return traits
 
 
 def check_name(task_name: object) -> str:
@@ -93,7 +107,9 @@ def check_kwargs(kwargs: object) -> tuple[bytes, dict[str, Any]]:
 
 def check_progress_callback(progress_callback: object) -> None:
     if progress_callback is not None and not callable(progress_callback):
-        raise ConfigurationError(f"progress_callback must be callable, got {progress_callback!r}")
+        raise HandlerRegistrationError(
+            f"progress_callback must be callable, got {progress_callback!r}"
+        )
 
 
 def timed(trigger: Trigger, zone: tzinfo | None, default: tzinfo) -> tuple[Trigger, Timeline, str]:
@@ -113,17 +129,17 @@ def new_task_entry(
     kwargs: object,
     progress_callback: object,
     *,
-    cron: object,
-    run_at: object,
-    timezone: object,
-    trigger: object,
-    policy: RunPolicy,
-    default_zone: tzinfo,
+    cron: object = None,
+    run_at: object = None,
+    timezone: object = None,
+    trigger: object = None,
+    policy: RunPolicy = DEFAULT_POLICY,
+    default_zone: tzinfo = UTC,
     wall: datetime,
 ) -> tuple[TaskEntry, float]:
     """Validate ``add_task``'s arguments; return the new task and its delay in seconds."""
     name = check_name(task_name)
-    check_func(func)
+    is_async, injected = check_func(func)
     given = choose_trigger(interval, fixed_interval, cron, run_at, trigger)
     zone = task_zone(timezone)
     wait = validate_delay(delay)
@@ -135,7 +151,6 @@ def new_task_entry(
     kwargs_blob, kwargs_copy = check_kwargs(kwargs)
     check_progress_callback(progress_callback)
     resolved, timeline, shown = timed(given, zone, default_zone)
-    is_async, injected = handler_traits(func)  # type: ignore[arg-type]  # checked callable
     task = TaskEntry(
         id=new_id(),
         name=name,

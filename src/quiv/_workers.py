@@ -42,7 +42,7 @@ __all__ = ["Workers"]
 #: Seconds an idle worker thread waits for work before it exits.
 THREAD_IDLE_SECONDS = 10.0
 
-Finish = Callable[[JobEntry, JobStatus, "str | None"], None]
+Finish = Callable[[JobEntry, JobStatus, "str | None", "str | None"], None]
 ProgressHookFor = Callable[[JobEntry], Callable[..., None]]
 
 
@@ -130,14 +130,17 @@ class Workers:
     async def _run_async(
         self, job: JobEntry, hook: Callable[..., None], scope: anyio.CancelScope
     ) -> None:
-        status: JobStatus = JobStatus.CANCELLED
-        error: str | None = "stopped by shutdown after the grace period"
+        outcome: Outcome = (
+            JobStatus.CANCELLED,
+            "stopped by shutdown after the grace period",
+            None,
+        )
         try:
             # A task of its own gives the job a fresh copy of the worker's context,
             # so a ContextVar one handler sets never leaks into the next job.
-            status, error = await asyncio.ensure_future(run_async_job(job, hook, scope))
+            outcome = await asyncio.ensure_future(run_async_job(job, hook, scope))
         finally:
-            self._finish(job, status, error)
+            self._finish(job, *outcome)
 
     # -- sync workers --------------------------------------------------------
 
@@ -183,8 +186,8 @@ class Workers:
         with self._cond:
             reports, self._reports = self._reports, []
             self._report_pending = False
-        for job, (status, error) in reports:
-            self._finish(job, status, error)
+        for job, outcome in reports:
+            self._finish(job, *outcome)
 
     # -- shutdown ------------------------------------------------------------
 

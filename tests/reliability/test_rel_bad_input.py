@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import gc
 import math
+import numbers
 import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, NoReturn
 
 import pytest
@@ -64,6 +66,49 @@ REMOVED = _Placeholder("removed task id")
 OPEN_FILE = _Placeholder("open file")
 
 
+class BrokenReal:
+    """Registered as a ``numbers.Real`` but cannot become a float (a buggy numeric type)."""
+
+    def __float__(self) -> float:
+        raise TypeError("no float for you")
+
+    def __repr__(self) -> str:
+        return "BrokenReal()"
+
+
+numbers.Real.register(BrokenReal)
+
+
+class UninspectableHandler:
+    """Callable, but any attribute lookup fails with more than ``AttributeError``."""
+
+    def __call__(self) -> None:  # pragma: no cover - never runs
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"no {name}")
+
+    def __repr__(self) -> str:
+        return "UninspectableHandler()"
+
+
+def sync_generator_handler() -> Iterator[None]:  # pragma: no cover - body never runs
+    yield
+
+
+class BrokenZone(tzinfo):
+    """A ``tzinfo`` whose every answer fails."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        raise RuntimeError("no offset")
+
+    def tzname(self, dt: datetime | None) -> str:
+        raise RuntimeError("no name")
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        raise RuntimeError("no dst")
+
+
 def case(method: str, *args: Any, error: type[QuivError], id: str, **kwargs: Any) -> Any:
     return pytest.param(method, args, kwargs, error, id=id)
 
@@ -88,6 +133,15 @@ CASES = [
     case("add_task", "t", noop, False, error=ConfigurationError, id="interval-False"),
     case("add_task", "t", noop, "60", error=ConfigurationError, id="interval-str"),
     case("add_task", "t", noop, None, error=ConfigurationError, id="interval-None"),
+    case("add_task", "t", noop, 0.000999, error=ConfigurationError, id="interval-below-1ms"),
+    case("add_task", "t", noop, 1e-300, error=ConfigurationError, id="interval-1e-300"),
+    case("add_task", "t", noop, 5e-324, error=ConfigurationError, id="interval-5e-324"),
+    case("add_task", "t", noop, 10**400, error=ConfigurationError, id="interval-10**400"),
+    case("add_task", "t", noop, BrokenReal(), error=ConfigurationError, id="interval-BrokenReal"),
+    case("add_task", *ADD, delay=10**400, error=ConfigurationError, id="delay-10**400"),
+    case("add_task", *ADD, delay=BrokenReal(), error=ConfigurationError, id="delay-BrokenReal"),
+    case("add_task", "t", sync_generator_handler, 60, error=ConfigurationError, id="add-gen-func"),
+    case("add_task", "t", UninspectableHandler(), 60, error=ConfigurationError, id="add-odd-func"),
     case("add_task", *ADD, delay=NAN, error=ConfigurationError, id="delay-nan"),
     case("add_task", *ADD, delay=INF, error=ConfigurationError, id="delay-inf"),
     case("add_task", *ADD, delay=-1, error=ConfigurationError, id="delay-negative"),
@@ -160,6 +214,8 @@ CASES = [
     case("resume_task", PAUSED, True, error=ConfigurationError, id="resume-delay-True"),
     case("resume_task", PAUSED, "5", error=ConfigurationError, id="resume-delay-str"),
     case("resume_task", ACTIVE, NAN, error=ConfigurationError, id="resume-active-delay-nan"),
+    case("resume_task", PAUSED, 10**400, error=ConfigurationError, id="resume-delay-10**400"),
+    case("resume_task", PAUSED, BrokenReal(), error=ConfigurationError, id="resume-BrokenReal"),
     # -- job status filters
     case("get_all_jobs", "bogus", error=ConfigurationError, id="jobs-status-unknown"),
     case("get_all_jobs", 5, error=ConfigurationError, id="jobs-status-int"),
@@ -366,8 +422,27 @@ async def test_cancel_job_unknown_or_finished_returns_false() -> None:
 
 
 def test_remove_listener_never_added_is_ignored() -> None:
+    """Removing an unknown callback changes nothing: the registered ones still hear events."""
+    heard: list[str] = []
+    started = threading.Event()
+
+    def registered(event: Event, task: Any, job: Any) -> None:
+        heard.append(task.task_name)
+        started.set()
+
     with Quiv(shutdown_timeout=1) as scheduler:
-        scheduler.remove_listener(Event.JOB_STARTED, noop)
+        scheduler.add_listener(Event.JOB_STARTED, registered)
+        scheduler.remove_listener(Event.JOB_STARTED, noop)  # never added
+        scheduler.remove_listener(Event.JOB_COMPLETED, registered)  # added for another event
+        scheduler.add_task("kept", noop, interval=3600)
+        assert started.wait(DEADLINE)
+        # One registration removed forgets exactly that one.
+        scheduler.remove_listener(Event.JOB_STARTED, registered)
+        done = threading.Event()
+        scheduler.add_listener(Event.JOB_STARTED, lambda e, t, j: done.set())
+        scheduler.add_task("after", noop, interval=3600)
+        assert done.wait(DEADLINE)
+    assert heard == ["kept"]
 
 
 def test_run_task_immediately_on_consumed_run_once_task() -> None:
@@ -414,6 +489,8 @@ CONSTRUCTOR_CASES = [
             ("True", True),
             ("str", "60"),
             ("None", None),
+            ("10**400", 10**400),
+            ("BrokenReal", BrokenReal()),
         )
     ],
     *[
@@ -426,6 +503,7 @@ CONSTRUCTOR_CASES = [
             ("nul", "UTC\x00"),
             ("int", 5),
             ("None", None),
+            ("broken-tzinfo", BrokenZone()),
         )
     ],
     *[

@@ -32,13 +32,14 @@ from quiv import (
 INTERVAL = 0.02
 RUNS = 3
 
-FAULTS: dict[str, tuple[Callable[[], BaseException], str]] = {
-    "Exception": (lambda: ValueError("bad value"), "ValueError: bad value"),
-    "KeyboardInterrupt": (lambda: KeyboardInterrupt("ctrl-c"), "KeyboardInterrupt: ctrl-c"),
-    "SystemExit": (lambda: SystemExit(3), "SystemExit: 3"),
+#: The fault, and the ``(error_type, error_message)`` its job must record.
+FAULTS: dict[str, tuple[Callable[[], BaseException], tuple[str, str]]] = {
+    "Exception": (lambda: ValueError("bad value"), ("ValueError", "bad value")),
+    "KeyboardInterrupt": (lambda: KeyboardInterrupt("ctrl-c"), ("KeyboardInterrupt", "ctrl-c")),
+    "SystemExit": (lambda: SystemExit(3), ("SystemExit", "3")),
     "CancelledError": (
         lambda: asyncio.CancelledError("raised by user code"),
-        "CancelledError: raised by user code",
+        ("CancelledError", "raised by user code"),
     ),
 }
 
@@ -94,11 +95,12 @@ async def test_async_core_survives_raising_handler(kind: str, is_async: bool) ->
         expected = FAULTS[kind][1]
         for job in log.finals(bad):
             assert job.status is JobStatus.FAILED
-            assert job.error_message == expected
+            assert (job.error_type, job.error_message) == expected
         stored = [job for job in await scheduler.get_all_jobs() if job.task_id == bad]
         assert all(j.status in (JobStatus.FAILED, JobStatus.RUNNING) for j in stored)
         assert (await scheduler.get_task(bad)).status in (TaskStatus.ACTIVE, TaskStatus.RUNNING)
-        assert (await scheduler.get_job(log.finals(bad)[0].id)).error_message == expected
+        job = await scheduler.get_job(log.finals(bad)[0].id)
+        assert (job.error_type, job.error_message) == expected
     log.assert_lifecycles_consistent()
 
 
@@ -119,16 +121,17 @@ def test_sync_facade_survives_raising_handler(kind: str, is_async: bool) -> None
         expected = FAULTS[kind][1]
         for job in log.finals(bad):
             assert job.status is JobStatus.FAILED
-            assert job.error_message == expected
+            assert (job.error_type, job.error_message) == expected
         assert scheduler.get_task(bad).status in (TaskStatus.ACTIVE, TaskStatus.RUNNING)
-        assert scheduler.get_job(log.finals(bad)[0].id).error_message == expected
+        job = scheduler.get_job(log.finals(bad)[0].id)
+        assert (job.error_type, job.error_message) == expected
     log.assert_lifecycles_consistent()
 
 
 # -- a sync function returning a coroutine ------------------------------------------
 
 AWAITABLE_MESSAGE = (
-    "TypeError: the sync handler returned an awaitable; declare it 'async def' "
+    "the sync handler returned an awaitable; declare it 'async def' "
     "so quiv awaits it on the event loop"
 )
 
@@ -139,8 +142,8 @@ async def test_async_core_sync_handler_returning_coroutine_fails_cleanly() -> No
         await log.attach_async(scheduler)
         tid = await scheduler.add_task("coro", returns_coroutine, interval=INTERVAL)
         await eventually(lambda: len(log.finals(tid)) >= RUNS)
-        assert {(j.status, j.error_message) for j in log.finals(tid)} == {
-            (JobStatus.FAILED, AWAITABLE_MESSAGE)
+        assert {(j.status, j.error_type, j.error_message) for j in log.finals(tid)} == {
+            (JobStatus.FAILED, "TypeError", AWAITABLE_MESSAGE)
         }
     # The coroutine was closed, not leaked: no "never awaited" RuntimeWarning (an error here).
     gc.collect()
@@ -152,8 +155,8 @@ def test_sync_facade_sync_handler_returning_coroutine_fails_cleanly() -> None:
         log.attach_sync(scheduler)
         tid = scheduler.add_task("coro", returns_coroutine, interval=INTERVAL)
         wait_until(lambda: len(log.finals(tid)) >= RUNS)
-        assert {(j.status, j.error_message) for j in log.finals(tid)} == {
-            (JobStatus.FAILED, AWAITABLE_MESSAGE)
+        assert {(j.status, j.error_type, j.error_message) for j in log.finals(tid)} == {
+            (JobStatus.FAILED, "TypeError", AWAITABLE_MESSAGE)
         }
     gc.collect()
 
@@ -300,8 +303,8 @@ def _assert_unprintable_recorded(jobs: list[Job]) -> None:
     assert jobs
     for job in jobs:
         assert job.status is JobStatus.FAILED
-        assert job.error_message is not None
-        assert job.error_message.startswith("UnprintableError"), job.error_message
+        assert job.error_type == "UnprintableError"
+        assert job.error_message == "<str() of the exception failed>"
 
 
 @pytest.mark.usefixtures("collect_garbage")

@@ -273,3 +273,109 @@ async def test_database_locked_by_another_connection(caplog: pytest.LogCaptureFi
         assert store.failed_batches <= failed + 1
         assert last in {row["id"] for row in await _rows(store, "tasks")}
     log.assert_lifecycles_consistent()
+
+
+# -- text SQLite cannot encode, and rows refused on their own ------------------------------
+
+#: What ``os.listdir`` gives for a file named with the Latin-1 byte 0xe9.
+UNDECODABLE = "x" + b"\xe9".decode("utf-8", "surrogateescape")
+
+
+def _missing_file() -> None:
+    raise FileNotFoundError(UNDECODABLE)
+
+
+async def test_lone_surrogates_are_stored_escaped_and_block_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The issue's example: a surrogate in a task name and in an error message."""
+    log = EventLog()
+    async with AsyncQuiv(shutdown_timeout=1) as scheduler:
+        await log.attach_async(scheduler)
+        store = store_of(scheduler)
+        bad_name = await scheduler.add_task(f"scan {UNDECODABLE}", noop, interval=3600)
+        bad_error = await scheduler.add_task("open", _missing_file, interval=3600)
+        await eventually(lambda: len(log.finals(bad_name)) == len(log.finals(bad_error)) == 1)
+        await store.flush()
+        later = [await scheduler.add_task(f"later-{i}", noop, interval=3600) for i in range(3)]
+        await eventually(lambda: all(len(log.finals(t)) == 1 for t in later))
+        jobs = {row["task_id"]: row for row in await _rows(store, "jobs")}
+        tasks = {row["id"]: row for row in await _rows(store, "tasks")}
+        failed = await scheduler.get_job(log.finals(bad_error)[0].id)
+        assert store.failed_batches == 0
+    # Every job is persisted, the unrelated ones included, with its final state.
+    assert set(jobs) == {bad_name, bad_error, *later}
+    assert all(jobs[t]["status"] == "completed" for t in [bad_name, *later])
+    # The text is stored escaped; the live models keep it as it was.
+    assert tasks[bad_name]["task_name"] == "scan x\\udce9"
+    assert jobs[bad_name]["task_name"] == "scan x\\udce9"
+    assert (jobs[bad_error]["error_type"], jobs[bad_error]["error_message"]) == (
+        "FileNotFoundError",
+        "x\\udce9",
+    )
+    assert failed.error_message == UNDECODABLE
+    assert not _write_errors(caplog)
+
+
+class _Row:
+    """A job row the store can persist; ``value`` goes into its error_type column."""
+
+    def __init__(self, row_id: str, value: object = None) -> None:
+        self.id = row_id
+        self.value = value
+
+    def to_row(self) -> tuple[Any, ...]:
+        when = "2030-01-01 00:00:00+00:00"
+        return (self.id, "t", "n", "completed", when, when, 0.0, None, self.value)
+
+
+async def test_a_row_refused_on_its_own_is_retried_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A batch that fails is written row by row: only the bad row waits for a retry."""
+    from quiv._store import Store
+
+    store = Store(logging.getLogger("Quiv"))
+    store.start()
+    bad = _Row("bad", object())  # a value sqlite3 cannot bind
+    async with anyio.create_task_group() as group:
+        group.start_soon(store.run)
+        with anyio.fail_after(DEADLINE):
+            for row in (_Row("before"), bad, _Row("after")):
+                store.save_job(row)
+            await store.flush()
+            assert {r["id"] for r in await _rows(store, "jobs")} == {"before", "after"}
+            assert store.failed_batches >= 1
+            refused = _write_errors(caplog)
+            assert refused[0].args == ("bad",), refused[0].getMessage()
+            # Retries (every 0.5 s or more) concern the bad row alone.
+            assert all("'before'" not in str(r.exc_info) for r in refused)
+            assert all("'after'" not in str(r.exc_info) for r in refused)
+            bad.value = "ValueError"  # whatever was wrong with it is fixed: the retry writes it
+            await store.flush()
+            rows = {r["id"]: r for r in await _rows(store, "jobs")}
+            assert set(rows) == {"before", "bad", "after"}
+            assert rows["bad"]["error_type"] == "ValueError"
+            store.close()
+
+
+async def test_a_batch_every_row_of_which_fails_is_one_failure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When no row can be written alone either, the fault is the database's: one error."""
+    from quiv._store import Store
+
+    store = Store(logging.getLogger("Quiv"))
+    store.start()
+    async with anyio.create_task_group() as group:
+        group.start_soon(store.run)
+        with anyio.fail_after(DEADLINE):
+            store.save_job(_Row("first"))
+            await store.flush()  # the database exists
+            store.save_job(_Row("a", object()))
+            store.save_job(_Row("b", object()))
+            await store.flush()
+            assert store.failed_batches == 1
+            errors = _write_errors(caplog)
+            assert len(errors) == 1 and "2 job records" in errors[0].getMessage()
+            store.close()
