@@ -1,6 +1,6 @@
 """quiv's benchmark suite (issue #3) and soak harness (issue #4).
 
-``python -m benchmarks`` (``make bench``) runs workloads W1-W7 and W9-W11, each
+``python -m benchmarks`` (``make bench``) runs workloads W1-W7 and W9-W12, each
 against a ceiling measured in the same run with the raw mechanism quiv is built
 on, then prints a table and writes ``benchmarks/results/latest.json``. ``--soak``
 adds W8 (a million short jobs); ``--quick`` shrinks every workload; ``--only

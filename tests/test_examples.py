@@ -54,7 +54,9 @@ def test_hello_prints_the_count_down_and_exits() -> None:
     assert result.stderr == ""
 
 
-@pytest.mark.parametrize("script", ["async_app.py", "log_correlation.py", "scheduling_rules.py"])
+@pytest.mark.parametrize(
+    "script", ["async_app.py", "cron_and_dates.py", "log_correlation.py", "scheduling_rules.py"]
+)
 def test_async_scripts_run_and_exit_on_their_own(script: str) -> None:
     # A fresh interpreter catches what an in-process test cannot: a task or thread
     # left behind that keeps the event loop (or the process) from closing.
@@ -407,3 +409,30 @@ def test_starlette_app_answers_bad_input_with_4xx() -> None:
         unknown = client.post("/tasks/no-such-task/run")
         assert (unknown.status_code, unknown.json()["error"]) == (404, "HandlerNotRegisteredError")
         assert [t["id"] for t in client.get("/tasks").json()] == [task_id]
+
+
+# -- cron_and_dates.py -----------------------------------------------------------
+
+
+async def test_cron_examples_show_the_daylight_saving_rules() -> None:
+    dates = load_example("cron_and_dates")
+    runs = await dates.dst_examples()
+    assert runs["30 2 * * * on 31 March"] == ["03:00 CEST"]
+    assert runs["30 2 * * * on 27 October"] == ["02:30 CEST"]
+    assert len(runs["0 * * * * on 31 March"]) == 23
+    assert "02:00 CET" not in runs["0 * * * * on 31 March"]
+    autumn = runs["0 * * * * on 27 October"]
+    assert len(autumn) == 25
+    assert autumn[2:4] == ["02:00 CEST", "02:00 CET"]
+
+
+async def test_cron_examples_build_the_tasks_the_docs_describe() -> None:
+    dates = load_example("cron_and_dates")
+    report, reminder, nightly = await dates.weekday_report_and_a_reminder()
+    assert report.trigger == "cron '0 3 * * 1-5' (Europe/Berlin)"
+    assert (report.misfire_grace, report.jitter) == (600.0, 30.0)
+    assert report.next_run_at.isoformat() == "2030-02-28T02:00:00+00:00"
+    assert reminder.run_once and reminder.run_at is not None
+    assert reminder.run_at.isoformat() == "2030-03-01T08:00:00+00:00"
+    assert nightly.max_instances == 2
+    assert nightly.timezone == "America/New_York"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from quiv import ConfigurationError
+from quiv import ConfigurationError, Every
 from quiv._validation import check_id, new_task_entry
 
 WALL = datetime(2030, 1, 1, tzinfo=timezone.utc)
@@ -78,10 +78,10 @@ def test_a_valid_call_builds_the_task_and_its_delay() -> None:
         progress_callback=progress,
     )
     assert wait == 1.5
-    assert (task.name, task.func, task.interval, task.fixed, task.run_once) == (
+    assert (task.name, task.func, task.trigger, task.fixed_interval, task.run_once) == (
         "nightly",
         handler,
-        2.5,
+        Every(2.5, fixed=False),
         False,
         True,
     )

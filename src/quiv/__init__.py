@@ -31,14 +31,20 @@ from ._models import JobStatus as JobStatus
 from ._models import Task as Task
 from ._models import TaskStatus as TaskStatus
 from ._sync import Quiv as Quiv
+from ._triggers import At as At
+from ._triggers import Cron as Cron
+from ._triggers import Every as Every
 from ._version import __version__ as __version__
 
 __all__ = [
     "AsyncQuiv",
+    "At",
     "Clock",
     "ConfigurationError",
+    "Cron",
     "DatabaseInitializationError",
     "Event",
+    "Every",
     "HandlerNotRegisteredError",
     "HandlerRegistrationError",
     "InvalidTimezoneError",

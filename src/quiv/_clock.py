@@ -35,7 +35,16 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clocks: ``time.monotonic`` (asyncio's loop clock) and UTC now."""
+    """The real clocks: ``time.monotonic`` (asyncio's loop clock) and UTC now.
+
+    Nothing announces a step of the system's wall clock (an NTP correction, a
+    resume from suspend) to a sleeping process, so while wall-clock tasks
+    (cron, ``run_at``) exist the scheduler looks again at most every
+    ``wall_recheck`` seconds; a jump is then handled within that long.
+    """
+
+    #: Seconds between looks at the wall clock while wall-clock tasks exist.
+    wall_recheck: float = 60.0
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -60,20 +69,36 @@ class VirtualClock:
     """A clock that moves only when told to, for deterministic tests.
 
     Use it on the scheduler's event loop: ``advance`` wakes every sleeper whose
-    deadline it passes. Handlers still run for real; only the scheduler's notion
-    of "now" is virtual.
+    deadline it passes; ``jump`` moves the wall clock alone, as a suspend or an
+    NTP step does, and wakes every sleeper so the scheduler notices at once.
+    Handlers still run for real; only the scheduler's notion of "now" is virtual.
     """
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._start = start or datetime(2030, 1, 1, tzinfo=timezone.utc)
+        start = start or datetime(2030, 1, 1, tzinfo=timezone.utc)
+        if start.tzinfo is None:
+            raise ValueError("VirtualClock needs a timezone-aware start")
+        # In UTC: adding seconds to a zoned datetime adds wall-clock time, which
+        # is wrong across a daylight-saving change.
+        self._start = start.astimezone(timezone.utc)
         self._elapsed = 0.0
+        self._wall_shift = 0.0
         self._sleepers: dict[anyio.Event, float] = {}
 
     def monotonic(self) -> float:
         return self._elapsed
 
     def now(self) -> datetime:
-        return self._start + timedelta(seconds=self._elapsed)
+        return self._start + timedelta(seconds=self._elapsed + self._wall_shift)
+
+    def jump(self, seconds: float) -> None:
+        """Move the wall clock alone by ``seconds`` (either way); monotonic time stays.
+
+        This is what a resume from suspend (forward) or an NTP step looks like.
+        """
+        self._wall_shift += seconds
+        for wakeup in list(self._sleepers):
+            wakeup.set()
 
     async def wait(self, wakeup: anyio.Event, deadline: float | None) -> None:
         if deadline is not None:

@@ -47,7 +47,8 @@ class QuivConfig:
     Args:
         pool_size: how many jobs, sync and async together, may run at once.
         history_retention_seconds: how long finished job records are kept.
-        timezone: IANA name or ``tzinfo`` used only to display times in quiv's logs.
+        timezone: IANA name or ``tzinfo``: the default zone of cron expressions and
+            naive ``run_at`` times, and the zone of times in quiv's logs.
 
     Raises:
         ConfigurationError: if ``pool_size`` is not a positive int or the retention

@@ -40,8 +40,17 @@ from ._exceptions import (
 from ._models import Event, Job, JobStatus, Task
 from ._schedule import validate_delay
 from ._store import Store
-from ._types import Handler, Listener, ProgressCallback
-from ._validation import check_id, new_task_entry
+from ._triggers import RunPolicy, Trigger, choose_trigger, task_zone
+from ._types import UNSET, Handler, Listener, ProgressCallback, Unset
+from ._validation import (
+    check_args,
+    check_id,
+    check_kwargs,
+    check_name,
+    check_progress_callback,
+    new_task_entry,
+    timed,
+)
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -83,7 +92,8 @@ class AsyncQuiv:
             ``history_retention_seconds`` or ``timezone``.
         pool_size: how many jobs may run at once (default 10).
         history_retention_seconds: how long finished jobs are kept (default 24 h).
-        timezone: IANA name or ``tzinfo``; only used to display times in logs.
+        timezone: IANA name or ``tzinfo``: the zone of cron expressions and naive
+            ``run_at`` times that name none, and of times in logs.
         logger: logger for quiv's own messages; default ``logging.getLogger("Quiv")``.
         main_loop: asyncio loop on which to run listeners and progress callbacks;
             default the loop running the scheduler.
@@ -252,23 +262,35 @@ class AsyncQuiv:
         self,
         task_name: str,
         func: Handler,
-        interval: float,
+        interval: float | None = None,
         delay: float = 0,
         run_once: bool = False,
         fixed_interval: bool = True,
         args: tuple[Any, ...] | None = None,
         kwargs: dict[str, Any] | None = None,
         progress_callback: ProgressCallback | None = None,
+        *,
+        cron: str | None = None,
+        run_at: datetime | None = None,
+        trigger: Trigger | None = None,
+        timezone: str | tzinfo | None = None,
+        jitter: float = 0,
+        misfire_grace: float | None = None,
+        coalesce: bool = True,
+        max_instances: int = 1,
     ) -> str:
         """Schedule ``func`` and return the new task's id (a UUID string).
+
+        Say when it runs with exactly one of ``interval``, ``cron``, ``run_at``
+        or ``trigger`` (see the scheduling guide for the rules of each).
 
         Args:
             task_name: display label; need not be unique.
             func: the handler, sync or async. It receives ``args``/``kwargs``
                 plus whichever of ``_job_id``, ``_stop_event`` and
                 ``_progress_hook`` it declares (or all, if it takes ``**kwargs``).
-            interval: seconds between runs, > 0.
-            delay: seconds until the first run, >= 0.
+            interval: seconds between runs, > 0, on the monotonic clock.
+            delay: seconds until the first run at the earliest, >= 0.
             run_once: run once, then remove the task.
             fixed_interval: keep the cadence anchored on the first run's start
                 (``True``), or wait ``interval`` after each run ends (``False``).
@@ -276,9 +298,28 @@ class AsyncQuiv:
             kwargs: keyword arguments; must be a picklable dict with str keys.
             progress_callback: called with each ``_progress_hook(**payload)``,
                 on the main loop; may be async.
+            cron: a cron expression (5 fields, or 6 with seconds first, or an
+                ``@daily``-style shorthand), read on the wall clock of ``timezone``.
+            run_at: one run at this instant (a naive datetime is read in
+                ``timezone``); one already past runs at once. The task is then
+                removed, as with ``run_once``.
+            trigger: a :class:`quiv.Every`, :class:`quiv.Cron` or :class:`quiv.At`.
+            timezone: IANA name or ``tzinfo`` for this task's wall-clock rules;
+                default the scheduler's ``timezone``.
+            jitter: each run starts up to this many seconds later, at random;
+                the cadence itself does not move.
+            misfire_grace: a run that cannot start within this many seconds of
+                its due time is not run but recorded ``missed``; ``None`` (the
+                default) runs late runs however late.
+            coalesce: when several runs are overdue at once, run one for all of
+                them (``True``) or each of them (``False``).
+            max_instances: how many jobs of the task may run at once.
 
         Raises:
-            ConfigurationError: for any invalid argument; nothing is scheduled.
+            ConfigurationError: for any invalid argument, or unless exactly one
+                of ``interval``, ``cron``, ``run_at`` and ``trigger`` is given;
+                nothing is scheduled.
+            InvalidTimezoneError: if ``timezone`` is unknown.
             SchedulerClosedError: after shutdown.
         """
         self._check_accepting()
@@ -293,7 +334,13 @@ class AsyncQuiv:
             args,
             kwargs,
             progress_callback,
-            engine.clock.now(),
+            cron=cron,
+            run_at=run_at,
+            timezone=timezone,
+            trigger=trigger,
+            policy=RunPolicy(jitter, misfire_grace, coalesce, max_instances),
+            default_zone=self._config.tz,
+            wall=engine.clock.now(),
         )
         first_run = engine.add(task, wait)
         if self._logger.isEnabledFor(logging.INFO):
@@ -304,6 +351,97 @@ class AsyncQuiv:
                 self._format(first_run),
             )
         return task.id
+
+    async def update_task(
+        self,
+        task_id: str,
+        *,
+        task_name: str | Unset = UNSET,
+        interval: float | Unset = UNSET,
+        cron: str | Unset = UNSET,
+        run_at: datetime | Unset = UNSET,
+        trigger: Trigger | Unset = UNSET,
+        timezone: str | tzinfo | Unset | None = UNSET,
+        args: tuple[Any, ...] | Unset | None = UNSET,
+        kwargs: dict[str, Any] | Unset | None = UNSET,
+        progress_callback: ProgressCallback | Unset | None = UNSET,
+        jitter: float | Unset = UNSET,
+        misfire_grace: float | Unset | None = UNSET,
+        coalesce: bool | Unset = UNSET,
+        max_instances: int | Unset = UNSET,
+    ) -> Task:
+        """Change a task in place, keeping its id and its job history; return it.
+
+        Only the arguments given change. At most one of ``interval``, ``cron``,
+        ``run_at`` and ``trigger`` may be given; a new one (or a new
+        ``timezone``) plans the next run afresh from now, so ``next_run_at``
+        changes at once. A job that is running (or waiting for a pool slot) is
+        not touched: it runs to its end with what it started with. ``interval``
+        keeps the task's ``fixed_interval``.
+
+        Raises:
+            TaskNotFoundError: if no task has this id.
+            ConfigurationError: for any invalid argument; nothing changes.
+            InvalidTimezoneError: if ``timezone`` is unknown.
+        """
+        self._check_accepting()
+        engine = self._engine
+        task = engine.registry.task(check_id(task_id, "task_id"))
+        given = {
+            name: value
+            for name, value in (
+                ("interval", interval),
+                ("cron", cron),
+                ("run_at", run_at),
+                ("trigger", trigger),
+            )
+            if value is not UNSET
+        }
+        # Validate everything before changing anything.
+        name = task.name if task_name is UNSET else check_name(task_name)
+        new_trigger = task.given
+        if given:
+            new_trigger = choose_trigger(
+                given.get("interval"),
+                task.fixed_interval,
+                given.get("cron"),
+                given.get("run_at"),
+                given.get("trigger"),
+            )
+        zone = task.zone if timezone is UNSET else task_zone(timezone)
+        retimed = bool(given) or timezone is not UNSET
+        timing = timed(new_trigger, zone, self._config.tz) if retimed else None
+        args_pair = None if args is UNSET else check_args(args)
+        kwargs_pair = None if kwargs is UNSET else check_kwargs(kwargs)
+        if progress_callback is not UNSET:
+            check_progress_callback(progress_callback)
+        old = task.policy
+        policy = RunPolicy(
+            old.jitter if jitter is UNSET else jitter,
+            old.misfire_grace if misfire_grace is UNSET else misfire_grace,
+            old.coalesce if coalesce is UNSET else coalesce,
+            old.max_instances if max_instances is UNSET else max_instances,
+        )
+        # Apply.
+        task.name = name
+        task.policy = policy
+        if args_pair is not None:
+            task.args_blob, task.args_copy = args_pair
+        if kwargs_pair is not None:
+            task.kwargs_blob, task.kwargs_copy = kwargs_pair
+        if not isinstance(progress_callback, Unset):
+            task.progress_callback = progress_callback
+        if timing is not None:
+            was_wall_clock = task.trigger.wall_clock
+            task.given, task.zone = new_trigger, zone
+            task.trigger, task.timeline, task.display_zone = timing
+            fixed = getattr(task.trigger, "fixed", None)
+            if isinstance(fixed, bool):
+                task.fixed_interval = fixed
+            engine.retimed(task, was_wall_clock)
+        engine.update(task, retimed)
+        self._logger.info("quiv task %r (%s) updated", task.name, task.id)
+        return task.to_model()
 
     async def run_task_immediately(self, task_id: str) -> int:
         """Run a task now, off its cadence; return how many runs were queued (1).
@@ -407,7 +545,7 @@ class AsyncQuiv:
         return [
             task.to_model()
             for task in self._engine.registry.tasks.values()
-            if include_run_once or not task.run_once
+            if include_run_once or not task.one_shot
         ]
 
     async def get_all_jobs(self, status: str | None = None) -> list[Job]:

@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -33,9 +34,9 @@ from ._config import QuivConfig
 from ._dispatch import Delivery, Dispatcher
 from ._ids import new_id
 from ._models import Event, JobStatus
-from ._registry import JobEntry, Registry, TaskEntry
-from ._schedule import skipped_slots
+from ._registry import JobEntry, Registry, TaskEntry, missed_reason
 from ._store import Store
+from ._triggers import Moment, jitter_delay, settle_overdue
 from ._types import Listener
 from ._workers import Workers
 
@@ -50,10 +51,17 @@ _FINAL_EVENT = {
     JobStatus.COMPLETED: Event.JOB_COMPLETED,
     JobStatus.CANCELLED: Event.JOB_CANCELLED,
     JobStatus.FAILED: Event.JOB_FAILED,
+    JobStatus.MISSED: Event.JOB_MISSED,
 }
 
 #: Seconds to wait for handlers that were cut off at shutdown to unwind.
 UNWIND_SECONDS = 1.0
+#: A change of (wall - monotonic) larger than this is a wall-clock jump.
+JUMP_TOLERANCE = 0.1
+#: At most this many overdue due times of one task are weighed at once; older
+#: ones are folded in (a per-second cron after a day's suspend is 86,400 of them).
+OVERDUE_LIMIT = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _ignore_progress(*_args: Any, **_payload: Any) -> None:
@@ -119,6 +127,10 @@ class Engine:
         self._wakeup: anyio.Event | None = None
         self._sleeping_until = -math.inf  # the loop's wake-up deadline while it sleeps
         self._queued_through = 0  # jobs numbered up to here found the pool full
+        self._dispatching = False  # inside _dispatch_due: no nested dispatch
+        self._wall_tasks = 0  # tasks with a wall-clock trigger
+        self._wall_offset: float | None = None  # wall - monotonic seconds, last seen
+        self._rng = random.Random()  # jitter
         self._idle: anyio.Event | None = None
         self._services_done: list[anyio.Event] = []
 
@@ -227,25 +239,57 @@ class Engine:
 
     # -- transitions, applied by AsyncQuiv after validation --------------------
 
+    def now(self) -> Moment:
+        """The current instant on both clocks."""
+        clock = self.clock
+        return Moment(clock.monotonic(), clock.now())
+
     def add(self, task: TaskEntry, delay: float) -> datetime:
         """Register ``task``; return when its first run is due (it may have started already)."""
-        now, first_run = self.clock.monotonic(), self.clock.now() + timedelta(seconds=delay)
+        now = self.now()
         self.registry.tasks[task.id] = task
-        self.registry.schedule(task, now + delay, first_run, on_cadence=True)
+        if task.trigger.wall_clock:
+            self._wall_tasks += 1
+        self._schedule(task, task.timeline.start(now, delay))
         self.store.save_task(task)
         self.emit_task(Event.TASK_ADDED, task)
-        self._wake_by(now + delay)
+        first_run = task.next_run_at
+        self._wake_for(task)
         return first_run
 
-    def run_now(self, task: TaskEntry) -> None:
-        if task.job is not None:  # queued already, or running: go again once it ends
-            if task.job.status is JobStatus.RUNNING:
-                task.rerun = True
-            return
-        now, wall = self.clock.monotonic(), self.clock.now()
-        self.registry.schedule(task, now, wall, on_cadence=False)
+    def update(self, task: TaskEntry, retimed: bool) -> None:
+        """Apply the changes ``AsyncQuiv.update_task`` made to ``task``'s fields.
+
+        With a new trigger (``retimed``), an idle task is planned afresh from now;
+        a queued or running job is not touched, and the task's next run is
+        planned from the new trigger when it ends.
+        """
+        now = self.now()
+        task.snapshot = None
+        if retimed:
+            task.owed.clear()
+            if task.due is not None:
+                self.registry.unschedule(task)
+            if not task.paused and not task.jobs:
+                self._schedule(task, task.timeline.start(now, 0.0))
+        self._plan(task, now, ended=False)  # e.g. a larger max_instances allows a run now
         self.store.save_task(task)
-        self._wake_by(now)
+        self._wake_for(task)
+
+    def retimed(self, task: TaskEntry, was_wall_clock: bool) -> None:
+        """Keep the count of wall-clock tasks right after ``task``'s trigger changed."""
+        self._wall_tasks += int(task.trigger.wall_clock) - int(was_wall_clock)
+
+    def run_now(self, task: TaskEntry) -> None:
+        if task.queued is not None:
+            return  # queued already: it is about to run
+        if len(task.running) >= task.policy.max_instances:
+            task.rerun = True  # go again once a run ends
+            return
+        now = self.now()
+        self.registry.schedule(task, now, on_cadence=False)
+        self.store.save_task(task)
+        self._wake_by(now.mono)
 
     def pause(self, task: TaskEntry) -> bool:
         """Pause ``task``; False if it already was (nothing changes, no event)."""
@@ -254,28 +298,25 @@ class Engine:
         task.paused = True
         task.resume_at = None
         task.rerun = False
+        task.owed.clear()
         self.registry.unschedule(task)
-        if task.job is not None and task.job.status is JobStatus.SCHEDULED:
-            self.cancel_queued(task.job, "its task was paused before it started")
+        if task.queued is not None:
+            self.cancel_queued(task.queued, "its task was paused before it started")
         self.store.save_task(task)
         self.emit_task(Event.TASK_PAUSED, task)
         return True
 
     def resume(self, task: TaskEntry, delay: float) -> None:
-        now, wall = self.clock.monotonic(), self.clock.now()
+        now = self.now()
         task.paused = False
-        task.anchor = None
         task.snapshot = None
-        if task.job is None:
-            self.registry.schedule(
-                task, now + delay, wall + timedelta(seconds=delay), on_cadence=True
-            )
-        elif task.job.status is JobStatus.RUNNING:
-            task.resume_at = now + delay  # applied when the run ends
+        if not task.jobs:
+            self._schedule(task, task.timeline.start(now, delay))
+        elif task.running and task.queued is None:
+            task.resume_at = now.mono + delay  # applied when the run ends
         self.store.save_task(task)
         self.emit_task(Event.TASK_RESUMED, task)
-        if task.job is None:
-            self._wake_by(now + delay)
+        self._wake_for(task)
 
     def cancel(self, job: JobEntry) -> bool:
         if job.status.is_final:
@@ -287,8 +328,9 @@ class Engine:
 
     def remove(self, task: TaskEntry) -> None:
         self.registry.remove_task(task)
-        job = task.job
-        if job is not None:
+        if task.trigger.wall_clock:
+            self._wall_tasks -= 1
+        for job in task.jobs:
             if job.status is JobStatus.SCHEDULED:
                 self.cancel_queued(job, "its task was removed before it started")
             else:
@@ -301,16 +343,118 @@ class Engine:
         self.registry.discard_queued(job)
         self._finish_job(job, JobStatus.CANCELLED, reason)
 
+    # -- planning ------------------------------------------------------------
+
+    def _schedule(self, task: TaskEntry, slot: Moment | None) -> None:
+        """Put ``task`` on the heap for ``slot`` (its job starts after a random jitter)."""
+        if slot is None:
+            return  # the trigger fires no more
+        jitter = jitter_delay(task.policy.jitter, self._rng)
+        self.registry.schedule(task, slot, jitter=jitter)
+
+    def _plan(self, task: TaskEntry, now: Moment, *, ended: bool) -> None:
+        """Put ``task`` back on the heap if it may have another job now.
+
+        Called when one of its jobs starts (``ended=False``: a task below
+        ``max_instances`` keeps its next due time on the heap, so runs may
+        overlap) and when one ends. Due times that passed while the task was at
+        ``max_instances`` with every job running are skipped: a task never runs
+        more than ``max_instances`` at once, and never makes up for that later.
+        """
+        if task.removed or task.paused or task.queued is not None or task.due is not None:
+            return
+        if task.consumed or len(task.running) >= task.policy.max_instances:
+            return  # planned again when a run ends
+        timeline = task.timeline
+        if task.rerun:  # run-now during the run: go again at once, off the cadence
+            task.rerun = False
+            task.resume_at = None
+            self.registry.schedule(task, now, on_cadence=False)
+        elif task.resume_at is not None:
+            delay = max(0.0, task.resume_at - now.mono)
+            task.resume_at = None
+            self._schedule(task, timeline.start(now, delay))
+        elif task.owed:  # coalesce=False: the next overdue run, at once
+            self.registry.schedule(task, task.owed.pop(0))
+        elif ended:
+            _, skipped = timeline.overdue(now, 0)
+            if skipped:
+                self.logger.info(
+                    "quiv task %r (%s) overran its %s: %d slot(s) skipped",
+                    task.name,
+                    task.id,
+                    "schedule" if task.trigger.wall_clock else "interval",
+                    skipped,
+                )
+            self._schedule(task, timeline.after_run(now))
+        else:
+            self._schedule(task, timeline.upcoming(now))
+        self._wake_for(task)
+
+    def _wake_for(self, task: TaskEntry) -> None:
+        if task.due is not None:
+            self._wake_by(task.due)
+
+    def _settle(self, job: JobEntry, now: Moment) -> bool:
+        """Weigh the due times a job about to start stands for; False if it is missed.
+
+        They are its own, the overdue runs still owed (``coalesce=False``) and
+        every due time that passed while it waited (a full pool, a wall-clock
+        jump). ``misfire_grace`` and ``coalesce`` decide which run and which
+        become ``missed`` records.
+        """
+        task, timeline, policy = job.task, job.task.timeline, job.task.policy
+        passed, count = timeline.overdue(now, OVERDUE_LIMIT)
+        dues = [job.slot, *task.owed, *passed]
+        task.owed = []
+        if len(dues) == 1 and policy.misfire_grace is None:
+            return True  # the common case: on time, or late with no grace to judge by
+
+        def late(slot: Moment) -> float:
+            return timeline.late_by(slot, now) - (job.jitter if slot is job.slot else 0.0)
+
+        # Weighed as "seconds late", so one pure rule serves every kind of trigger.
+        by_key = {-late(slot): slot for slot in dues}
+        for slot in dues:
+            timeline.advance(slot)
+        outcome = settle_overdue(
+            list(by_key), 0.0, misfire_grace=policy.misfire_grace, coalesce=policy.coalesce
+        )
+        folded = outcome.coalesced + (count - len(passed))
+        if folded:
+            self.logger.info(
+                "quiv task %r (%s): %d overdue run(s) coalesced into one",
+                task.name,
+                task.id,
+                folded,
+            )
+        run = [by_key[key] for key in outcome.run]
+        missed = [by_key[key] for key in outcome.missed]
+        if not run:
+            job.slot = missed.pop()  # the job itself is the record of the latest
+        for slot in missed:
+            self._record_missed(task, slot, now)
+        if not run:
+            return False
+        job.slot = run[0]
+        task.owed = run[1:]
+        return True
+
+    def _record_missed(self, task: TaskEntry, slot: Moment, now: Moment) -> None:
+        job = self.registry.record_missed(task, new_id(), slot, now)
+        self.store.save_job(job)
+        self.emit_job(Event.JOB_MISSED, job)
+
     # -- the scheduler loop --------------------------------------------------
 
     def _wake_by(self, when: float) -> None:
         """Make sure whatever falls due at monotonic time ``when`` is dispatched then."""
-        if when >= self._sleeping_until or self._wakeup is None:
+        if self._dispatching or when >= self._sleeping_until or self._wakeup is None:
             return  # the loop is awake, or will wake by then anyway
         if self.running and when <= self.clock.monotonic():
             # Due already: dispatch it right here, a loop round trip sooner. The
             # loop's own deadline stays right, since nothing else became due.
-            self._dispatch_due(self.clock.monotonic(), self.clock.now())
+            self._dispatch_due(self.now())
         else:
             self._wakeup.set()
 
@@ -329,35 +473,82 @@ class Engine:
 
         Returns the monotonic time at which there will be more to do, if any.
         """
-        registry, clock = self.registry, self.clock
-        now, wall = clock.monotonic(), clock.now()
-        self._dispatch_due(now, wall)
+        registry = self.registry
+        now = self.now()
+        self._check_wall_clock(now)
+        self._dispatch_due(now)
         deadline = registry.next_due()
         oldest = registry.oldest_finished_end()
         if oldest is not None:
             keep = self.config.history_retention_seconds
-            if oldest + keep <= now:
-                purged = registry.purge_finished(now - keep)
-                self.store.purge_jobs(wall - timedelta(seconds=keep))
+            if oldest + keep <= now.mono:
+                purged = registry.purge_finished(now.mono - keep)
+                self.store.purge_jobs(now.wall - timedelta(seconds=keep))
                 self.logger.debug("quiv purged %d finished job(s) from history", purged)
                 oldest = registry.oldest_finished_end()
             if oldest is not None:
                 deadline = oldest + keep if deadline is None else min(deadline, oldest + keep)
+        recheck: float | None = getattr(self.clock, "wall_recheck", None)
+        if recheck is not None and self._wall_tasks > 0:
+            # The system clock cannot announce a jump: look again after at most
+            # this long, only while wall-clock tasks exist (see docs/scheduling.md).
+            limit = now.mono + recheck
+            deadline = limit if deadline is None else min(deadline, limit)
         return deadline
 
-    def _dispatch_due(self, now: float, wall: datetime) -> None:
-        """Turn every task due by ``now`` into a job and start what the pool allows."""
+    def _check_wall_clock(self, now: Moment) -> None:
+        """Re-plan wall-clock tasks if the wall clock moved apart from the monotonic one."""
+        offset = (now.wall - _EPOCH).total_seconds() - now.mono
+        if self._wall_offset is None or abs(offset - self._wall_offset) <= JUMP_TOLERANCE:
+            if self._wall_offset is None:
+                self._wall_offset = offset
+            return
+        jump, self._wall_offset = offset - self._wall_offset, offset
         registry = self.registry
-        for due, task in registry.pop_due(now):
-            job = registry.create_job(task, new_id(), due, wall)
-            self.store.save_job(job)
-        self._start_ready(now, wall)
+        replanned = 0
+        for task in list(registry.scheduled()):
+            slot = task.slot
+            assert slot is not None
+            if task.trigger.wall_clock and task.due_is_slot:
+                registry.schedule(task, task.timeline.rebase(slot, now), jitter=task.slot_jitter)
+                replanned += 1
+            else:  # elapsed time is unaffected: only the shown wall time moves
+                task.slot = Moment.at_mono(slot.mono, now)
+                task.next_run_at = task.slot.wall
+                task.snapshot = None
+        self.logger.info(
+            "quiv noticed the wall clock jump by %+.3fs; re-planned %d wall-clock task(s)",
+            jump,
+            replanned,
+        )
 
-    def _start_ready(self, now: float, wall: datetime) -> None:
+    def _dispatch_due(self, now: Moment) -> None:
+        """Turn every task due by ``now`` into a job and start what the pool allows."""
+        if self._dispatching:
+            return  # the dispatch under way looks at the heap again before it ends
+        registry = self.registry
+        self._dispatching = True
+        upcoming: float | None = None
+        try:
+            while True:
+                for task in registry.pop_due(now.mono):
+                    job = registry.create_job(task, new_id(), now)
+                    self.store.save_job(job)
+                self._start_ready(now)
+                upcoming = registry.next_due()
+                if upcoming is None or upcoming > now.mono:
+                    break
+        finally:
+            self._dispatching = False
+        if upcoming is not None and upcoming < self._sleeping_until and self._wakeup is not None:
+            self._wakeup.set()  # dispatched outside the loop: bring its deadline forward
+
+    def _start_ready(self, now: Moment) -> None:
         """Start queued jobs while the pool has free slots.
 
         When the pool is full, every job queued so far has to wait: those are
-        the ones reported as late when they finally start.
+        the ones reported as late when they finally start. A job that can start
+        only past its task's ``misfire_grace`` ends ``missed`` instead.
         """
         registry, pool, workers = self.registry, self._pool, self._workers
         assert pool is not None and workers is not None
@@ -370,12 +561,18 @@ class Engine:
                 self._queued_through = registry.jobs_created
                 return
             ready.popleft()
-            registry.start_job(job, now, wall)
+            task = job.task
+            if job.on_cadence and not self._settle(job, now):
+                pool.release_on_behalf_of(job)
+                self._finish_job(job, JobStatus.MISSED, None, start_next=False)
+                continue
+            registry.start_job(job, now)
             if job.number <= self._queued_through:
-                self._late.record(job, now - job.due, now)
+                self._late.record(job, now.mono - job.due, now.mono)
             self.store.save_job(job)
             self.emit_job(Event.JOB_STARTED, job)
             workers.submit(job)
+            self._plan(task, now, ended=False)
 
     def _hook(self, job: JobEntry) -> Callable[..., None]:
         """The ``_progress_hook`` for ``job``: posts to its task's progress callback."""
@@ -400,45 +597,40 @@ class Engine:
         self._finish_job(job, status, error, error_type)
 
     def _finish_job(
-        self, job: JobEntry, status: JobStatus, error: str | None, error_type: str | None = None
+        self,
+        job: JobEntry,
+        status: JobStatus,
+        error: str | None,
+        error_type: str | None = None,
+        *,
+        start_next: bool = True,
     ) -> None:
         # Progress still waiting in the inbox goes out before the final event.
         self.dispatcher.drain_inbox()
         registry, task = self.registry, job.task
-        now, wall = self.clock.monotonic(), self.clock.now()
-        following = registry.finish_job(job, status, error, now, wall, error_type)
-        if following is not None:
-            due, on_cadence = following
-            if on_cadence and task.fixed and task.anchor is not None and task.last_slot is not None:
-                skipped = skipped_slots(task.interval, task.last_slot, due)
-                if skipped:
-                    self.logger.info(
-                        "quiv task %r (%s) overran its interval: %d slot(s) skipped",
-                        task.name,
-                        task.id,
-                        skipped,
-                    )
-            registry.schedule(task, due, wall + timedelta(seconds=due - now), on_cadence=on_cadence)
+        now = self.now()
+        if status is JobStatus.MISSED and error is None:
+            error = missed_reason(task, job.slot, now)
+        registry.finish_job(job, status, error, now, error_type)
         self.store.save_job(job)
         if status is JobStatus.FAILED:
             self.logger.error(
                 "quiv task %r (job %s) failed: %s: %s", task.name, job.id, error_type, error
             )
+        # The final event goes out before anything this end lets start: _plan
+        # and _start_ready below are the only ways a run can start from here.
         self.emit_job(_FINAL_EVENT[status], job)
-        if task.run_once and not task.removed:
-            registry.remove_task(task)
-            self.store.delete_task(task.id)
-            self.emit_task(Event.TASK_REMOVED, task)
-        elif not task.removed:
+        if task.removed:
+            pass
+        elif task.one_shot and task.consumed and not task.jobs:
+            self.remove(task)
+        else:
+            self._plan(task, now, ended=True)
             self.store.save_task(task)
-        # Only now may anything start: listeners hear this run end before the
-        # run it makes due (or the queued job its slot goes to) starts.
-        if following is not None:
-            self._wake_by(following[0])
-        if self.running and registry.ready:
+        if start_next and self.running and registry.ready:
             # The slot this job held goes straight to the next queued job.
-            self._start_ready(now, wall)
-        self._wake_by(now + self.config.history_retention_seconds)  # the purge timer
+            self._start_ready(now)
+        self._wake_by(now.mono + self.config.history_retention_seconds)  # the purge timer
         if self._idle is not None and not registry.running:
             self._idle.set()
 

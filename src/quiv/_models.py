@@ -32,6 +32,7 @@ class Event(str, enum.Enum):
     JOB_COMPLETED = "job_completed"
     JOB_FAILED = "job_failed"
     JOB_CANCELLED = "job_cancelled"
+    JOB_MISSED = "job_missed"
 
     @property
     def is_job_event(self) -> bool:
@@ -55,8 +56,9 @@ class TaskStatus(str, enum.Enum):
 class JobStatus(str, enum.Enum):
     """Where one execution stands.
 
-    ``scheduled`` means due but waiting for a free slot in the pool; the three
-    final states are ``completed``, ``cancelled`` and ``failed``.
+    ``scheduled`` means due but waiting for a free slot in the pool; the final
+    states are ``completed``, ``cancelled``, ``failed`` and ``missed`` (a run
+    that could not start within its task's ``misfire_grace`` and never ran).
     """
 
     SCHEDULED = "scheduled"
@@ -64,6 +66,7 @@ class JobStatus(str, enum.Enum):
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     FAILED = "failed"
+    MISSED = "missed"
 
     @property
     def is_final(self) -> bool:
@@ -73,11 +76,18 @@ class JobStatus(str, enum.Enum):
         return self.value
 
 
-_FINAL = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED})
+_FINAL = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.MISSED})
 
 
 class Task(BaseModel):
-    """A snapshot of one scheduled task, as returned by ``get_task``/``get_all_tasks``."""
+    """A snapshot of one scheduled task, as returned by ``get_task``/``get_all_tasks``.
+
+    ``trigger`` describes when it runs (``every 60s (fixed)``,
+    ``cron '0 3 * * 1-5' (Europe/Berlin)``, ``at 2030-03-01T09:00:00+01:00``);
+    exactly one of ``interval_seconds``, ``cron`` and ``run_at`` is set.
+    ``timezone`` is the zone its wall-clock rules are read in. These fields are
+    also the stored task row's columns, in this order.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -85,11 +95,19 @@ class Task(BaseModel):
     task_name: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    interval_seconds: float
+    interval_seconds: float | None
     fixed_interval: bool
     run_once: bool
     status: TaskStatus
     next_run_at: datetime
+    trigger: str = ""
+    cron: str | None = None
+    run_at: datetime | None = None
+    timezone: str = "UTC"
+    jitter: float = 0.0
+    misfire_grace: float | None = None
+    coalesce: bool = True
+    max_instances: int = 1
 
 
 class Job(BaseModel):

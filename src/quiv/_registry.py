@@ -4,38 +4,32 @@ Everything here is synchronous and reads no clock: callers pass ``now`` in.
 That keeps each transition atomic on the event loop (no await can interleave)
 and lets the sync facade serve calls made on the loop thread itself.
 
-Due tasks sit in a heap keyed by monotonic due time. Rescheduling bumps a
+Due tasks sit in a heap keyed by monotonic start time (the due time plus any
+jitter); a wall-clock due time is converted when it is planned, and converted
+again if the wall clock jumps. Rescheduling bumps a
 task's ``version``; heap entries with an older version are skipped when they
 surface, which is cheaper than deleting from the middle of a heap.
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from typing import Any
 
 from ._exceptions import JobNotFoundError, TaskNotFoundError
 from ._models import Job, JobStatus, Task, TaskStatus, build_model
-from ._schedule import next_fixed_slot, next_relative_run
+from ._triggers import Moment, RunPolicy, Timeline, Trigger, zone_name
 
 __all__ = ["JOB_COLUMNS", "TASK_COLUMNS", "JobEntry", "Registry", "TaskEntry"]
 
-TASK_COLUMNS = (
-    "id",
-    "task_name",
-    "args",
-    "kwargs",
-    "interval_seconds",
-    "fixed_interval",
-    "run_once",
-    "status",
-    "next_run_at",
-)
+#: The stored task row's columns: the public model's fields, one list for both.
+TASK_COLUMNS = tuple(Task.model_fields)
 JOB_COLUMNS = (
     "id",
     "task_id",
@@ -54,6 +48,14 @@ def _sql_time(value: datetime) -> str:
     return value.isoformat(" ")
 
 
+def _sql_value(value: object) -> object:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return _sql_time(value)
+    return value
+
+
 @dataclass(eq=False, slots=True)
 class TaskEntry:
     """One task's definition and scheduling state."""
@@ -67,75 +69,102 @@ class TaskEntry:
     kwargs_blob: bytes
     args_copy: tuple[Any, ...]  # one unpickled copy, shown in snapshots
     kwargs_copy: dict[str, Any]
-    interval: float
-    fixed: bool
+    given: Trigger  # as the caller gave it (a zone may still be missing)
+    zone: tzinfo | None  # the task's own ``timezone``, if given
+    trigger: Trigger  # ``given`` with its zone resolved: what actually runs
+    timeline: Timeline  # this task's position on ``trigger``
+    display_zone: str
+    fixed_interval: bool
     run_once: bool
+    policy: RunPolicy
     progress_callback: Callable[..., Any] | None
     next_run_at: datetime
-    due: float | None = None  # monotonic; None while unscheduled (paused or busy)
-    due_is_slot: bool = True  # False for run-now and resume, which sit off the cadence
-    anchor: float | None = None  # start of the first run on the fixed cadence
-    last_slot: float | None = None
+    due: float | None = None  # monotonic start time on the heap; None while off it
+    slot: Moment | None = None  # the due time of that heap entry, without jitter
+    slot_jitter: float = 0.0
+    due_is_slot: bool = True  # False for run-now, which sits off the cadence
     paused: bool = False
     removed: bool = False
-    consumed: bool = False  # a run-once task whose run has been created
-    job: JobEntry | None = None  # its scheduled or running job, at most one
-    rerun: bool = False  # run-now arrived while a job was running
+    consumed: bool = False  # a one-shot task whose run has been created
+    queued: JobEntry | None = None  # its job waiting for a pool slot, at most one
+    running: list[JobEntry] = field(default_factory=list)
+    owed: list[Moment] = field(default_factory=list)  # overdue runs still to run (no coalesce)
+    rerun: bool = False  # run-now arrived while the task was at max_instances
     resume_at: float | None = None  # resume arrived while a job was running
     version: int = 0
     snapshot: Task | None = None
 
     @property
+    def one_shot(self) -> bool:
+        """Removed after its run: ``run_once``, or a trigger that fires once."""
+        return self.run_once or not self.trigger.repeats
+
+    @property
+    def jobs(self) -> list[JobEntry]:
+        """Its jobs that have not ended: the queued one first, then the running ones."""
+        return ([self.queued] if self.queued is not None else []) + self.running
+
+    @property
     def status(self) -> TaskStatus:
         if self.paused:
             return TaskStatus.PAUSED
-        if self.job is not None and self.job.status is JobStatus.RUNNING:
+        if self.running:
             return TaskStatus.RUNNING
         return TaskStatus.ACTIVE
 
+    def values(self) -> dict[str, Any]:
+        """The task's public fields, in ``TASK_COLUMNS`` order."""
+        policy = self.policy
+        return {
+            "id": self.id,
+            "task_name": self.name,
+            "args": self.args_copy,
+            "kwargs": self.kwargs_copy,
+            "fixed_interval": self.fixed_interval,
+            **self.trigger.fields(),
+            "run_once": self.one_shot,
+            "status": self.status,
+            "next_run_at": self.next_run_at,
+            "trigger": self.trigger.describe(),
+            "timezone": self.display_zone,
+            "jitter": policy.jitter,
+            "misfire_grace": policy.misfire_grace,
+            "coalesce": policy.coalesce,
+            "max_instances": policy.max_instances,
+        }
+
     def to_model(self) -> Task:
         if self.snapshot is None:
-            self.snapshot = build_model(
-                Task,
-                {
-                    "id": self.id,
-                    "task_name": self.name,
-                    "args": self.args_copy,
-                    "kwargs": self.kwargs_copy,
-                    "interval_seconds": self.interval,
-                    "fixed_interval": self.fixed,
-                    "run_once": self.run_once,
-                    "status": self.status,
-                    "next_run_at": self.next_run_at,
-                },
-            )
+            values = self.values()
+            self.snapshot = build_model(Task, {name: values[name] for name in TASK_COLUMNS})
         return self.snapshot
 
     def to_row(self) -> tuple[Any, ...]:
-        """The task as a database row, in ``TASK_COLUMNS`` order."""
-        return (
-            self.id,
-            self.name,
-            self.args_blob,
-            self.kwargs_blob,
-            self.interval,
-            self.fixed,
-            self.run_once,
-            self.status.value,
-            _sql_time(self.next_run_at),
-        )
+        """The task as a database row, in ``TASK_COLUMNS`` order (arguments pickled)."""
+        values = self.values()
+        values["args"], values["kwargs"] = self.args_blob, self.kwargs_blob
+        return tuple(_sql_value(values[name]) for name in TASK_COLUMNS)
+
+
+def resolved_zone_name(trigger: Trigger, zone: tzinfo | None, default: tzinfo) -> str:
+    """The zone a task's times are read in, for ``Task.timezone``."""
+    own = getattr(trigger, "timezone", None)
+    chosen = own if isinstance(own, tzinfo) else zone if zone is not None else default
+    return zone_name(chosen)
 
 
 @dataclass(eq=False, slots=True)
 class JobEntry:
-    """One execution of a task."""
+    """One execution of a task (or, with status ``missed``, one run that never started)."""
 
     id: str
     task: TaskEntry
     number: int  # creation order, 1-based
-    due: float
+    due: float  # monotonic start time it was queued for (the due time plus jitter)
+    slot: Moment  # the due time it stands for, without jitter
     on_cadence: bool
     started_at: datetime
+    jitter: float = 0.0
     status: JobStatus = JobStatus.SCHEDULED
     started_mono: float = 0.0
     ended_at: datetime | None = None
@@ -213,20 +242,29 @@ class Registry:
 
     # -- the heap ------------------------------------------------------------
 
-    def schedule(self, task: TaskEntry, due: float, wall: datetime, *, on_cadence: bool) -> None:
-        """Make ``task`` due at monotonic ``due`` (``wall`` is the same instant in UTC)."""
+    def schedule(
+        self, task: TaskEntry, slot: Moment, *, jitter: float = 0.0, on_cadence: bool = True
+    ) -> None:
+        """Make ``task`` due at ``slot``; its job is queued ``jitter`` seconds later."""
         task.version += 1
-        task.due = due
+        task.due = slot.mono + jitter
+        task.slot = slot
+        task.slot_jitter = jitter
         task.due_is_slot = on_cadence
-        task.next_run_at = wall
+        task.next_run_at = slot.wall
         task.snapshot = None
         self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, task.version, task))
+        heapq.heappush(self._heap, (task.due, self._seq, task.version, task))
 
     def unschedule(self, task: TaskEntry) -> None:
         task.version += 1
         task.due = None
+        task.slot = None
         task.snapshot = None
+
+    def scheduled(self) -> Iterator[TaskEntry]:
+        """Every task that is on the heap now."""
+        return (task for task in self.tasks.values() if task.due is not None)
 
     def next_due(self) -> float | None:
         heap = self._heap
@@ -237,105 +275,114 @@ class Registry:
             heapq.heappop(heap)
         return None
 
-    def pop_due(self, now: float) -> Iterator[tuple[float, TaskEntry]]:
-        """Yield ``(due, task)``, in due order, for every task due by ``now``; unschedule each."""
+    def pop_due(self, now: float) -> Iterator[TaskEntry]:
+        """Yield, in due order, every task due by ``now``, taken off the heap (``slot`` kept)."""
         heap = self._heap
         while heap and heap[0][0] <= now:
-            due, _, version, task = heapq.heappop(heap)
+            _, _, version, task = heapq.heappop(heap)
             if version == task.version and task.due is not None and not task.removed:
                 task.due = None
                 task.version += 1
-                yield due, task
+                yield task
 
     # -- jobs ----------------------------------------------------------------
 
-    def create_job(self, task: TaskEntry, job_id: str, due: float, wall: datetime) -> JobEntry:
-        """A due task becomes a ``scheduled`` job, queued for a pool slot."""
+    def _new_job(
+        self, task: TaskEntry, job_id: str, slot: Moment, due: float, on_cadence: bool
+    ) -> JobEntry:
         self.jobs_created += 1
         job = JobEntry(
             id=job_id,
             task=task,
             number=self.jobs_created,
             due=due,
-            on_cadence=task.due_is_slot,
-            started_at=wall,
+            slot=slot,
+            on_cadence=on_cadence,
+            started_at=slot.wall,
         )
+        self.jobs[job_id] = job
+        task.snapshot = None
+        return job
+
+    def create_job(self, task: TaskEntry, job_id: str, now: Moment) -> JobEntry:
+        """The task just taken off the heap becomes a ``scheduled`` job, queued for the pool."""
+        assert task.slot is not None
+        slot = task.slot
+        job = self._new_job(task, job_id, slot, slot.mono + task.slot_jitter, task.due_is_slot)
+        job.jitter = task.slot_jitter
+        job.started_at = now.wall
+        task.slot = None
         if "_stop_event" in task.injected:
             job.stop_event = threading.Event()
-        task.job = job
-        task.rerun = False
-        task.snapshot = None
-        if task.run_once:
+        task.queued = job
+        if task.due_is_slot:
+            task.timeline.advance(slot)
+        if task.one_shot:
             task.consumed = True
-        self.jobs[job_id] = job
         self.ready.append(job)
         return job
 
-    def start_job(self, job: JobEntry, now: float, wall: datetime) -> None:
+    def record_missed(self, task: TaskEntry, job_id: str, slot: Moment, now: Moment) -> JobEntry:
+        """A run due at ``slot`` that could not start within grace: a ``missed`` record."""
+        job = self._new_job(task, job_id, slot, slot.mono, True)
+        self._end(job, JobStatus.MISSED, missed_reason(task, slot, now), now)
+        return job
+
+    def start_job(self, job: JobEntry, now: Moment) -> None:
         task = job.task
         job.status = JobStatus.RUNNING
-        job.started_mono = now
-        job.started_at = wall
+        job.started_mono = now.mono
+        job.started_at = now.wall
         self.running[job.id] = job
+        if task.queued is job:
+            task.queued = None
+        task.running.append(job)
         task.snapshot = None
-        if task.fixed and job.on_cadence:
-            if task.anchor is None:
-                task.anchor = now
-                task.last_slot = now
-            else:
-                task.last_slot = job.due
-        if task.fixed and task.anchor is not None and task.last_slot is not None:
-            # Shown as next_run_at while running; settled again when the run ends.
-            planned = next_fixed_slot(task.anchor, task.interval, task.last_slot, now)
-            task.next_run_at = wall + timedelta(seconds=planned - now)
-        elif not task.fixed:
-            task.next_run_at = wall + timedelta(seconds=task.interval)
+        if job.on_cadence:
+            # A first run anchors a grid on its due time: its jitter is not the grid's.
+            jitter = job.jitter
+            anchor = now if not jitter else Moment(now.mono - jitter, now.wall)
+            task.timeline.started(job.slot, anchor)
 
     def finish_job(
         self,
         job: JobEntry,
         status: JobStatus,
         error: str | None,
-        now: float,
-        wall: datetime,
+        now: Moment,
         error_type: str | None = None,
-    ) -> tuple[float, bool] | None:
-        """Record the outcome of ``job``; return its task's next ``(due, on_cadence)``, if any.
-
-        A job that never started (cancelled while queued) ends here too.
-        """
+    ) -> None:
+        """Record the outcome of ``job``; one that never started (cancelled, missed) ends here."""
         task = job.task
+        ran = job.id in self.running
+        if ran:
+            del self.running[job.id]
+            task.running.remove(job)
+        if task.queued is job:
+            task.queued = None
+        self._end(job, status, error, now, ran, error_type)
+
+    def _end(
+        self,
+        job: JobEntry,
+        status: JobStatus,
+        error: str | None,
+        now: Moment,
+        ran: bool = False,
+        error_type: str | None = None,
+    ) -> None:
         job.status = status
         job.error = error
         job.error_type = error_type
-        job.ended_at = wall
-        job.ended_mono = now
-        if job.id in self.running:
-            del self.running[job.id]
-            job.duration = max(0.0, now - job.started_mono)
+        job.ended_at = now.wall
+        job.ended_mono = now.mono
+        if ran:
+            job.duration = max(0.0, now.mono - job.started_mono)
         else:
-            job.started_at = wall
+            job.started_at = job.slot.wall if status is JobStatus.MISSED else now.wall
             job.duration = 0.0
         self.finished.append(job)
-        if task.job is job:
-            task.job = None
-        task.snapshot = None
-        if task.removed or task.run_once:
-            return None
-        if task.rerun:  # run-now during the run: go again at once, off the cadence
-            task.rerun = False
-            task.resume_at = None
-            return now, False
-        if task.paused:
-            return None
-        if task.resume_at is not None:  # resumed during the run: re-anchor there
-            due = max(task.resume_at, now)
-            task.resume_at = None
-            task.anchor = None
-            return due, True
-        if task.fixed and task.anchor is not None and task.last_slot is not None:
-            return next_fixed_slot(task.anchor, task.interval, task.last_slot, now), True
-        return next_relative_run(now, task.interval), True
+        job.task.snapshot = None
 
     def discard_queued(self, job: JobEntry) -> None:
         """Take a ``scheduled`` job off the ready queue (it will be finished as cancelled)."""
@@ -364,3 +411,11 @@ class Registry:
 
     def oldest_finished_end(self) -> float | None:
         return self.finished[0].ended_mono if self.finished else None
+
+
+def missed_reason(task: TaskEntry, slot: Moment, now: Moment) -> str:
+    late = task.timeline.late_by(slot, now)
+    return (
+        f"missed: it could not start within misfire_grace={task.policy.misfire_grace:g}s "
+        f"of its due time {slot.wall.isoformat()} (late by {late:.3f}s)"
+    )

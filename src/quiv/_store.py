@@ -42,11 +42,19 @@ class TaskRecord(SQLModel, table=True):
     task_name: str
     args: bytes
     kwargs: bytes
-    interval_seconds: float
+    interval_seconds: float | None = None
     fixed_interval: bool
     run_once: bool
     status: str
     next_run_at: datetime
+    trigger: str
+    cron: str | None = None
+    run_at: datetime | None = None
+    timezone: str
+    jitter: float
+    misfire_grace: float | None = None
+    coalesce: bool
+    max_instances: int
 
 
 class JobRecord(SQLModel, table=True):

@@ -30,7 +30,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Future
 from contextlib import ExitStack, asynccontextmanager
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,7 +43,8 @@ from ._core import AsyncQuiv
 from ._exceptions import SchedulerClosedError, SchedulerStateError
 from ._models import Event, Job, Task
 from ._runner import current_job_id
-from ._types import Handler, Listener, ProgressCallback
+from ._triggers import Trigger
+from ._types import UNSET, Handler, Listener, ProgressCallback, Unset
 
 if sys.version_info >= (3, 11):
     from typing import Self, TypeVarTuple, Unpack
@@ -295,26 +296,82 @@ class Quiv:
         self,
         task_name: str,
         func: Handler,
-        interval: float,
+        interval: float | None = None,
         delay: float = 0,
         run_once: bool = False,
         fixed_interval: bool = True,
         args: tuple[Any, ...] | None = None,
         kwargs: dict[str, Any] | None = None,
         progress_callback: ProgressCallback | None = None,
+        *,
+        cron: str | None = None,
+        run_at: datetime | None = None,
+        trigger: Trigger | None = None,
+        timezone: str | tzinfo | None = None,
+        jitter: float = 0,
+        misfire_grace: float | None = None,
+        coalesce: bool = True,
+        max_instances: int = 1,
     ) -> str:
         """Blocking form of :meth:`AsyncQuiv.add_task`."""
         return self._call(
-            self._core.add_task,
-            task_name,
-            func,
-            interval,
-            delay,
-            run_once,
-            fixed_interval,
-            args,
-            kwargs,
-            progress_callback,
+            lambda: self._core.add_task(
+                task_name,
+                func,
+                interval,
+                delay,
+                run_once,
+                fixed_interval,
+                args,
+                kwargs,
+                progress_callback,
+                cron=cron,
+                run_at=run_at,
+                trigger=trigger,
+                timezone=timezone,
+                jitter=jitter,
+                misfire_grace=misfire_grace,
+                coalesce=coalesce,
+                max_instances=max_instances,
+            )
+        )
+
+    def update_task(
+        self,
+        task_id: str,
+        *,
+        task_name: str | Unset = UNSET,
+        interval: float | Unset = UNSET,
+        cron: str | Unset = UNSET,
+        run_at: datetime | Unset = UNSET,
+        trigger: Trigger | Unset = UNSET,
+        timezone: str | tzinfo | Unset | None = UNSET,
+        args: tuple[Any, ...] | Unset | None = UNSET,
+        kwargs: dict[str, Any] | Unset | None = UNSET,
+        progress_callback: ProgressCallback | Unset | None = UNSET,
+        jitter: float | Unset = UNSET,
+        misfire_grace: float | Unset | None = UNSET,
+        coalesce: bool | Unset = UNSET,
+        max_instances: int | Unset = UNSET,
+    ) -> Task:
+        """Blocking form of :meth:`AsyncQuiv.update_task`."""
+        return self._call(
+            lambda: self._core.update_task(
+                task_id,
+                task_name=task_name,
+                interval=interval,
+                cron=cron,
+                run_at=run_at,
+                trigger=trigger,
+                timezone=timezone,
+                args=args,
+                kwargs=kwargs,
+                progress_callback=progress_callback,
+                jitter=jitter,
+                misfire_grace=misfire_grace,
+                coalesce=coalesce,
+                max_instances=max_instances,
+            )
         )
 
     def run_task_immediately(self, task_id: str) -> int:

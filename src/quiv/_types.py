@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
-__all__ = ["Handler", "Listener", "ProgressCallback"]
+__all__ = ["UNSET", "Handler", "Listener", "ProgressCallback", "Unset"]
 
 #: A task's function: sync or ``async def``, taking the task's args and kwargs plus
 #: any of ``_job_id``, ``_stop_event`` and ``_progress_hook`` it declares.
@@ -17,3 +18,16 @@ ProgressCallback: TypeAlias = Callable[..., "Awaitable[Any] | Any"]
 #: ``listener(event, task)`` for task events, ``listener(event, task, job)`` for job
 #: events; may be async.
 Listener: TypeAlias = Callable[..., "Awaitable[Any] | Any"]
+
+
+class Unset(enum.Enum):
+    """The type of :data:`UNSET`: "leave this as it is", in ``update_task``."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: The default of ``update_task``'s parameters: the field keeps its value.
+UNSET: Final = Unset.UNSET

@@ -9,16 +9,30 @@ from __future__ import annotations
 
 import inspect
 import pickle
-from datetime import datetime
+from datetime import datetime, tzinfo
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from ._exceptions import ConfigurationError, HandlerRegistrationError
 from ._ids import new_id
-from ._registry import TaskEntry
+from ._registry import TaskEntry, resolved_zone_name
 from ._runner import INJECTABLE, handler_traits
-from ._schedule import validate_delay, validate_interval
+from ._schedule import validate_delay
+from ._triggers import RunPolicy, Timeline, Trigger, choose_trigger, resolve_trigger, task_zone
 
-__all__ = ["check_id", "new_task_entry"]
+DEFAULT_POLICY = RunPolicy()
+UTC = dt_timezone.utc
+
+__all__ = [
+    "check_args",
+    "check_func",
+    "check_id",
+    "check_kwargs",
+    "check_name",
+    "check_progress_callback",
+    "new_task_entry",
+    "timed",
+]
 
 
 def check_id(value: object, what: str) -> str:
@@ -45,6 +59,65 @@ def _pickled(value: object, what: str) -> tuple[bytes, Any]:
     return blob, copy
 
 
+def check_func(func: object) -> tuple[bool, frozenset[str]]:
+    """Validate a handler; return whether it is async and the names it takes injected."""
+    if not callable(func):
+        raise HandlerRegistrationError(f"func must be callable, got {func!r}")
+    try:
+        generator = inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func)
+        traits = handler_traits(func)
+    except Exception as exc:  # e.g. a __getattr__ that raises more than AttributeError
+        raise HandlerRegistrationError(
+            f"func cannot be inspected: {type(exc).__name__}: {exc}"
+        ) from exc
+    if generator:
+        raise HandlerRegistrationError(
+            f"func must be a function, not a generator function ({func!r}): "
+            "calling it would only create a generator and run none of its body"
+        )
+    return traits
+
+
+def check_name(task_name: object) -> str:
+    if not isinstance(task_name, str) or not task_name.strip():
+        raise ConfigurationError(f"task_name must be a non-empty string, got {task_name!r}")
+    return task_name
+
+
+def check_args(args: object) -> tuple[bytes, tuple[Any, ...]]:
+    """Validated ``args``: the pickle and one copy loaded back."""
+    if args is not None and not isinstance(args, tuple):
+        raise ConfigurationError(f"args must be a tuple or None, got {type(args).__name__}")
+    return _pickled(args or (), "args")
+
+
+def check_kwargs(kwargs: object) -> tuple[bytes, dict[str, Any]]:
+    """Validated ``kwargs``: the pickle and one copy loaded back."""
+    if kwargs is not None:
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise ConfigurationError("kwargs must be a dict with str keys, or None")
+        clash = sorted(INJECTABLE.intersection(kwargs))
+        if clash:
+            raise ConfigurationError(
+                f"kwargs may not set {', '.join(clash)}: quiv injects those names itself"
+            )
+    empty: dict[str, Any] = {}
+    return _pickled(kwargs or empty, "kwargs")
+
+
+def check_progress_callback(progress_callback: object) -> None:
+    if progress_callback is not None and not callable(progress_callback):
+        raise HandlerRegistrationError(
+            f"progress_callback must be callable, got {progress_callback!r}"
+        )
+
+
+def timed(trigger: Trigger, zone: tzinfo | None, default: tzinfo) -> tuple[Trigger, Timeline, str]:
+    """The trigger that runs (zone resolved), a fresh timeline on it, and the zone shown."""
+    resolved = resolve_trigger(trigger, zone, default)
+    return resolved, resolved.timeline(), resolved_zone_name(resolved, zone, default)
+
+
 def new_task_entry(
     task_name: object,
     func: object,
@@ -55,62 +128,48 @@ def new_task_entry(
     args: object,
     kwargs: object,
     progress_callback: object,
+    *,
+    cron: object = None,
+    run_at: object = None,
+    timezone: object = None,
+    trigger: object = None,
+    policy: RunPolicy = DEFAULT_POLICY,
+    default_zone: tzinfo = UTC,
     wall: datetime,
 ) -> tuple[TaskEntry, float]:
     """Validate ``add_task``'s arguments; return the new task and its delay in seconds."""
-    if not isinstance(task_name, str) or not task_name.strip():
-        raise ConfigurationError(f"task_name must be a non-empty string, got {task_name!r}")
-    if not callable(func):
-        raise HandlerRegistrationError(f"func must be callable, got {func!r}")
-    try:
-        generator = inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func)
-        is_async, injected = handler_traits(func)
-    except Exception as exc:  # e.g. a __getattr__ that raises more than AttributeError
-        raise HandlerRegistrationError(
-            f"func cannot be inspected: {type(exc).__name__}: {exc}"
-        ) from exc
-    if generator:
-        raise HandlerRegistrationError(
-            f"func must be a function, not a generator function ({func!r}): "
-            "calling it would only create a generator and run none of its body"
-        )
-    seconds = validate_interval(interval)
+    name = check_name(task_name)
+    is_async, injected = check_func(func)
+    given = choose_trigger(interval, fixed_interval, cron, run_at, trigger)
+    zone = task_zone(timezone)
     wait = validate_delay(delay)
     if not isinstance(run_once, bool):
         raise ConfigurationError(f"run_once must be a bool, got {run_once!r}")
     if not isinstance(fixed_interval, bool):
         raise ConfigurationError(f"fixed_interval must be a bool, got {fixed_interval!r}")
-    if args is not None and not isinstance(args, tuple):
-        raise ConfigurationError(f"args must be a tuple or None, got {type(args).__name__}")
-    if kwargs is not None:
-        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-            raise ConfigurationError("kwargs must be a dict with str keys, or None")
-        clash = sorted(INJECTABLE.intersection(kwargs))
-        if clash:
-            raise ConfigurationError(
-                f"kwargs may not set {', '.join(clash)}: quiv injects those names itself"
-            )
-    if progress_callback is not None and not callable(progress_callback):
-        raise HandlerRegistrationError(
-            f"progress_callback must be callable, got {progress_callback!r}"
-        )
-    empty_kwargs: dict[str, Any] = {}
-    args_blob, args_copy = _pickled(args or (), "args")
-    kwargs_blob, kwargs_copy = _pickled(kwargs or empty_kwargs, "kwargs")
+    args_blob, args_copy = check_args(args)
+    kwargs_blob, kwargs_copy = check_kwargs(kwargs)
+    check_progress_callback(progress_callback)
+    resolved, timeline, shown = timed(given, zone, default_zone)
     task = TaskEntry(
         id=new_id(),
-        name=task_name,
-        func=func,
+        name=name,
+        func=func,  # type: ignore[arg-type]  # checked callable
         is_async=is_async,
         injected=injected,
         args_blob=args_blob,
         kwargs_blob=kwargs_blob,
         args_copy=args_copy,
         kwargs_copy=kwargs_copy,
-        interval=seconds,
-        fixed=fixed_interval,
+        given=given,
+        zone=zone,
+        trigger=resolved,
+        timeline=timeline,
+        display_zone=shown,
+        fixed_interval=fixed_interval,
         run_once=run_once,
-        progress_callback=progress_callback,
+        policy=policy,
+        progress_callback=progress_callback,  # type: ignore[arg-type]  # checked callable
         next_run_at=wall,
     )
     return task, wait
