@@ -162,6 +162,14 @@ class AsyncQuiv:
         return self._engine.store
 
     async def __aenter__(self) -> Self:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # trio, or another library anyio runs on
+            raise SchedulerStateError(
+                "quiv runs on asyncio only (its database layer, aiosqlite and SQLAlchemy's "
+                "asyncio engine, needs it); run it with asyncio, e.g. anyio.run(main, "
+                'backend="asyncio"), or use quiv.Quiv, which runs its own asyncio loop'
+            ) from None
         if self._state is not _State.UNOPENED:
             if self._state is _State.OPEN:
                 raise SchedulerStateError("this scheduler is already running")

@@ -8,7 +8,8 @@ happened.
 
 Producers on the event loop send directly. Worker threads cannot touch the
 stream (it is not thread-safe), so they append to an inbox and the first
-append of a batch schedules a single hand-off onto the loop: a burst of
+append of a batch hands one drain over to the engine's inbox task (see
+``_inbox``), which moves the whole batch onto the stream: a burst of
 progress from a thread costs one loop wake-up, not one per payload. A thread
 that gets too far ahead of the dispatcher waits for it, so memory stays
 bounded and no payload is dropped.
@@ -75,7 +76,9 @@ class _HostLoopSink:
     """Runs callbacks on another asyncio loop, in order, without ever waiting for it.
 
     Batches are handed over with ``call_soon_threadsafe``; on the host loop one
-    short-lived pump task runs them in order and exits when it runs dry.
+    short-lived pump task runs them in order and exits when it runs dry. The
+    hand-over callback itself touches only asyncio (anyio would need a current
+    task there); the callbacks run inside the pump task.
     """
 
     def __init__(
@@ -122,7 +125,7 @@ class Dispatcher:
         self._pending = 0  # posted and not yet delivered, wherever they are; under _lock
         self._handoff_pending = False
         self._waiters = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handoff: Callable[[Callable[[], object]], bool] | None = None
         self._loop_thread: int | None = None
         self._sink: _HostLoopSink | None = None
         self._early_done: anyio.Event | None = None
@@ -137,9 +140,16 @@ class Dispatcher:
         self._sink = _HostLoopSink(host_loop, self._logger)
 
     def bind(
-        self, loop: asyncio.AbstractEventLoop, host_loop: asyncio.AbstractEventLoop | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host_loop: asyncio.AbstractEventLoop | None,
+        handoff: Callable[[Callable[[], object]], bool],
     ) -> None:
-        """Attach to the running loop; deliver on ``host_loop`` if it is another loop."""
+        """Attach to the running loop; deliver on ``host_loop`` if it is another loop.
+
+        ``handoff`` runs a callable inside a task on ``loop``, from any thread; it
+        returns False once it no longer does.
+        """
         # Unbounded on purpose: loop-side producers are synchronous transitions that
         # must not fail or wait. Worker threads, which can flood it, are held back
         # by the high-water mark instead.
@@ -147,7 +157,7 @@ class Dispatcher:
         for delivery in self._early:
             self._send.send_nowait(delivery)
         self._early.clear()
-        self._loop = loop
+        self._handoff = handoff
         self._loop_thread = threading.get_ident()
         early, self._sink = self._sink, None
         if host_loop is not None and host_loop is not loop:
@@ -181,7 +191,7 @@ class Dispatcher:
             return
         try:
             self._send.send_nowait(delivery)
-        except anyio.ClosedResourceError:
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._logger.debug("quiv dropped a callback posted after shutdown")
             return
         with self._lock:
@@ -200,10 +210,8 @@ class Dispatcher:
             if self._handoff_pending:
                 return
             self._handoff_pending = True
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(self.drain_inbox)
-        except RuntimeError:  # loop already closed: nobody is left to deliver to
+        assert self._handoff is not None
+        if not self._handoff(self.drain_inbox):  # closed: nobody is left to deliver to
             with self._lock:
                 self._pending -= len(self._inbox)
                 self._inbox.clear()
@@ -235,7 +243,7 @@ class Dispatcher:
         for delivery in batch:
             try:
                 send.send_nowait(delivery)
-            except anyio.ClosedResourceError:
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self._delivered(1)  # dropped: nobody is left to deliver to
 
     async def run(self) -> None:

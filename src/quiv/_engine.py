@@ -33,6 +33,7 @@ from ._clock import Clock
 from ._config import QuivConfig
 from ._dispatch import Delivery, Dispatcher
 from ._ids import new_id
+from ._inbox import Inbox
 from ._models import Event, JobStatus
 from ._registry import JobEntry, Registry, TaskEntry, missed_reason
 from ._store import Store
@@ -62,6 +63,19 @@ JUMP_TOLERANCE = 0.1
 #: ones are folded in (a per-second cron after a day's suspend is 86,400 of them).
 OVERDUE_LIMIT = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _uncancel_current_task() -> None:
+    """Take back a native cancellation the current task has received (Python 3.11+)."""
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
+
+
+def _fate(job: JobEntry) -> str:
+    """What shutdown does to a job that outlives its grace period."""
+    return "async: cancelled" if job.task.is_async else "sync: left running in its thread"
 
 
 def _ignore_progress(*_args: Any, **_payload: Any) -> None:
@@ -116,6 +130,8 @@ class Engine:
         self.registry = Registry()
         self.listeners: dict[Event, list[Listener]] = {event: [] for event in Event}
         self.dispatcher = Dispatcher(logger)
+        #: How other threads (the sync facade, worker threads) get work done on the loop.
+        self.inbox = Inbox(logger)
         self.store = Store(logger)
         self.store.snapshot = lambda: (self.registry.tasks.values(), self.registry.jobs.values())
         self.running = False  # True between start() and stop(): jobs may be started
@@ -132,6 +148,8 @@ class Engine:
         self._wall_offset: float | None = None  # wall - monotonic seconds, last seen
         self._rng = random.Random()  # jitter
         self._idle: anyio.Event | None = None
+        self._grace: anyio.CancelScope | None = None  # the shutdown grace wait, while it lasts
+        self._forced = False  # shutdown was told to stop waiting for running jobs
         self._services_done: list[anyio.Event] = []
 
     # -- lifecycle ----------------------------------------------------------
@@ -167,16 +185,25 @@ class Engine:
         self._task_group = task_group
         self._loop_scope = anyio.CancelScope()
         self._pool = anyio.CapacityLimiter(self.config.pool_size)
-        self._workers = Workers(task_group, self.config.pool_size, self._on_job_end, self._hook)
-        self.dispatcher.bind(asyncio.get_running_loop(), main_loop)
+        handoff = self.inbox.submit
+        self._workers = Workers(
+            task_group, self.config.pool_size, self._on_job_end, self._hook, handoff
+        )
+        self.dispatcher.bind(asyncio.get_running_loop(), main_loop, handoff)
         self.store.start()
         self.running = True
+        task_group.start_soon(self.inbox.run, name="quiv-inbox")
         task_group.start_soon(self._service, self.dispatcher.run, name="quiv-dispatcher")
         task_group.start_soon(self._service, self.store.run, name="quiv-store-writer")
         task_group.start_soon(self._scheduler_loop, name="quiv-scheduler")
 
     async def stop(self, shutdown_timeout: float) -> None:
-        """Stop scheduling, let running jobs finish (or abandon them), drain and close."""
+        """Stop scheduling, let running jobs finish (or abandon them), drain and close.
+
+        :meth:`force` (the sync facade's answer to a second Ctrl-C) or a second,
+        native cancellation of the calling task (asyncio's) ends the wait for
+        running jobs at once.
+        """
         self.running = False
         assert self._loop_scope is not None
         self._loop_scope.cancel()
@@ -185,10 +212,21 @@ class Engine:
             self.cancel_queued(job, "the scheduler shut down before it started")
         for job in registry.running.values():
             job.request_stop()
+        interrupted: BaseException | None = None
         if registry.running:
             self._idle = anyio.Event()
-            with anyio.move_on_after(shutdown_timeout):
-                await self._idle.wait()
+            try:
+                if not self._forced:
+                    with anyio.move_on_after(shutdown_timeout) as self._grace:
+                        await self._idle.wait()
+            except anyio.get_cancelled_exc_class() as exc:
+                # The callers shield this wait from anyio cancellation, so this is a
+                # native one: asyncio tearing the loop down after a second Ctrl-C.
+                interrupted = exc
+                self._forced = True
+                _uncancel_current_task()  # so the bounded waits below still work
+            finally:
+                self._grace = None
             if registry.running:
                 await self._abandon_running(shutdown_timeout)
         if self._workers is not None:
@@ -196,7 +234,8 @@ class Engine:
         self._late.report(self.clock.monotonic())
         self.dispatcher.close()
         self.store.close()
-        with anyio.move_on_after(max(shutdown_timeout, UNWIND_SECONDS)):
+        drain = UNWIND_SECONDS if self._forced else max(shutdown_timeout, UNWIND_SECONDS)
+        with anyio.move_on_after(drain):
             for done in self._services_done:
                 await done.wait()
         undelivered = self.dispatcher.backlog()
@@ -208,26 +247,43 @@ class Engine:
             )
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()  # whatever still hangs on, ends now
+        if interrupted is not None:
+            raise interrupted
 
-    async def _abandon_running(self, waited: float) -> None:
+    def force(self) -> None:
+        """Make a shutdown under way stop waiting for running jobs now; call on the loop."""
+        self._forced = True
+        if self._grace is not None:
+            self._grace.cancel()
+
+    async def _abandon_running(self, grace: float) -> None:
+        """Cut off the jobs still running: async ones are cancelled, sync threads left behind."""
         registry = self.registry
         assert self._idle is not None and self._workers is not None
+        if self._forced:
+            when = "when shutdown was interrupted"
+        else:
+            when = f"when the {grace:g}s shutdown grace period ended"
+        jobs = list(registry.running.values())
         self.logger.warning(
-            "quiv shutdown: %d job(s) ignored their stop event for %.1fs and were abandoned: %s",
-            len(registry.running),
-            waited,
-            ", ".join(f"{job.task.name!r} (job {job.id})" for job in registry.running.values()),
+            "quiv shutdown: %d job(s) still running %s: %s",
+            len(jobs),
+            when,
+            ", ".join(f"{job.task.name!r} (job {job.id}, {_fate(job)})" for job in jobs),
         )
-        reason = "abandoned at shutdown: it ignored its stop event"
-        for job in list(registry.running.values()):
+        left_running = f"abandoned by shutdown: still running {when}; its thread was left running"
+        cancelled = f"cancelled by shutdown: still running {when}"
+        for job in jobs:
             if not job.task.is_async:  # a thread cannot be stopped: leave it behind
-                self._on_job_end(job, JobStatus.CANCELLED, reason)
-        self._workers.abandon()  # async handlers are cancelled and unwind
+                self._on_job_end(job, JobStatus.CANCELLED, left_running)
+        self._workers.abandon(cancelled)  # async handlers are cancelled and unwind
         if registry.running:
             with anyio.move_on_after(UNWIND_SECONDS):
                 await self._idle.wait()
         for job in list(registry.running.values()):  # still shielding itself: give up
-            self._on_job_end(job, JobStatus.CANCELLED, reason)
+            self._on_job_end(
+                job, JobStatus.CANCELLED, f"{cancelled}; it did not unwind and was left behind"
+            )
 
     async def _service(self, run: Callable[[], Any]) -> None:
         done = anyio.Event()

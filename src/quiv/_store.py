@@ -9,13 +9,22 @@ The database holds pickled arguments, so it lives in a directory only this
 user can enter (0700), in a file only this user can read (0600). It is created
 on the first write, not at start-up (an idle scheduler starts in well under a
 millisecond), and the whole directory is removed when the store closes.
+
+A process killed before it could close (SIGKILL, or SIGTERM with Python's
+default handler, which quiv does not replace) leaves its directory behind. So
+the directory is named ``quiv-<pid>-<random>`` and its owner holds a lock on a
+file in it for as long as it lives; the next store that opens one removes the
+directories of this user whose process no longer exists and whose lock nobody
+holds, and touches nothing else.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -71,6 +80,76 @@ class JobRecord(SQLModel, table=True):
     duration_seconds: float | None = None
     error_message: str | None = None
     error_type: str | None = None
+
+
+#: ``quiv-<pid>-<mkdtemp's random part>``: the pid of the process that made it.
+_DIRECTORY_NAME = re.compile(r"quiv-([0-9]+)-[a-z0-9_]+")
+_LOCK_FILE = "owner.lock"
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no clean-up of leftovers there
+    fcntl = None  # type: ignore[assignment]
+
+
+def _process_exists(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a pid we could have written: leave it alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, as another user's process
+        return True
+    return True
+
+
+def _lock_is_held(directory: str) -> bool:
+    """Whether a live process holds the owner lock (it may live in another pid namespace)."""
+    try:
+        fd = os.open(os.path.join(directory, _LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: leave it alone
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock we may have taken
+    return False
+
+
+def remove_leftover_directories(parent: str) -> list[str]:
+    """Remove the private directories that dead processes of this user left in ``parent``.
+
+    Only a directory (not a link) named like ours, owned by this user, whose pid
+    names no running process and whose owner lock nobody holds is removed.
+    """
+    if fcntl is None or os.name != "posix":
+        return []
+    removed: list[str] = []
+    try:
+        entries = os.scandir(parent)
+    except OSError:
+        return removed
+    with entries:
+        for entry in entries:
+            match = _DIRECTORY_NAME.fullmatch(entry.name)
+            if match is None or int(match[1]) == os.getpid():
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            if _process_exists(int(match[1])) or _lock_is_held(entry.path):
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
 
 
 _TASKS: sa.Table = TaskRecord.__table__  # type: ignore[attr-defined]
@@ -165,6 +244,7 @@ class Store:
         self._closing: anyio.Event | None = None
         self._closed = False
         self._directory: Path | None = None
+        self._owner_lock: int | None = None  # fd holding the directory's owner lock
         self._engine: AsyncEngine | None = None
         self._retry_delay = RETRY_FIRST_SECONDS
         self.failed_batches = 0
@@ -378,9 +458,7 @@ class Store:
                     await engine.dispose()
                 except Exception:
                     self._logger.debug("quiv could not close the vanished database", exc_info=True)
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
+        self._remove_directory()
         self._stored_tasks.clear()
         if self.snapshot is None:
             return tasks, jobs
@@ -401,7 +479,20 @@ class Store:
 
     async def _open(self) -> AsyncEngine:
         if self._directory is None:
-            self._directory = Path(tempfile.mkdtemp(prefix="quiv-"))  # mode 0700
+            parent = tempfile.gettempdir()
+            removed = await anyio.to_thread.run_sync(remove_leftover_directories, parent)
+            if removed:
+                self._logger.info(
+                    "quiv removed %d database directory(ies) left by processes that no longer "
+                    "exist: %s",
+                    len(removed),
+                    ", ".join(removed),
+                )
+            self._directory = Path(tempfile.mkdtemp(prefix=f"quiv-{os.getpid()}-", dir=parent))
+            if fcntl is not None:  # mode 0700 above; the lock says "still in use"
+                lock = os.open(self._directory / _LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o600)
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._owner_lock = lock
         path = self._directory / "quiv.sqlite3"
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
@@ -429,8 +520,16 @@ class Store:
             if engine is not None:
                 await engine.dispose()
         finally:
-            if self._directory is not None:
-                shutil.rmtree(self._directory, ignore_errors=True)
+            self._remove_directory(forget=False)  # path stays readable, for tests
+
+    def _remove_directory(self, forget: bool = True) -> None:
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            if forget:
+                self._directory = None
+        if self._owner_lock is not None:
+            os.close(self._owner_lock)
+            self._owner_lock = None
 
     async def read_rows(self, table: str) -> list[dict[str, Any]]:
         """Every row of ``"tasks"`` or ``"jobs"`` as committed; for tests and debugging."""

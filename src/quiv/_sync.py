@@ -6,8 +6,10 @@ method forwards to the coroutine of the same name. The core's methods never
 suspend, so forwarding is mechanical and depends only on the calling thread:
 
 * any ordinary thread (a script, a threadpool worker, a sync handler): the
-  call is handed to the private loop with ``call_soon_threadsafe``, run there
-  inline, and its result or exception handed back through a future;
+  call is queued on the engine's inbox (see ``_inbox``), run inline inside the
+  inbox task on the private loop, and its result or exception handed back
+  through a future. Calls from many threads that arrive together share one
+  wake-up of the loop;
 * the private loop's own thread (inside an async handler, a listener or a
   callback quiv runs there): waiting would deadlock, so the coroutine is
   driven inline, right there;
@@ -16,6 +18,11 @@ suspend, so forwarding is mechanical and depends only on the calling thread:
 A host event loop (FastAPI's) only ever receives callbacks, fire-and-forget;
 the private loop never waits for it, so blocking calls made on the host loop,
 ``shutdown()`` in a lifespan included, cannot deadlock.
+
+Exiting: the private loop's thread is a daemon, and so are the worker threads
+it starts, so an exit hook shuts forgotten schedulers down and then waits for
+sync handlers still running (their ``finally`` blocks run). A Ctrl-C during
+either wait stops waiting: jobs still running are abandoned and recorded.
 """
 
 from __future__ import annotations
@@ -29,22 +36,26 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_futures
 from contextlib import ExitStack, asynccontextmanager
 from datetime import datetime, tzinfo
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._clock import Clock
 from ._config import QuivConfig
 from ._core import AsyncQuiv
 from ._exceptions import SchedulerClosedError, SchedulerStateError
+from ._inbox import Inbox
 from ._models import Event, Job, Task
 from ._runner import current_job_id
 from ._triggers import Trigger
 from ._types import UNSET, Handler, Listener, ProgressCallback, Unset
+from ._workers import wait_for_sync_handlers
 
 if sys.version_info >= (3, 11):
     from typing import Self, TypeVarTuple, Unpack
@@ -84,29 +95,39 @@ def _run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
 
 #: Facades started and not yet shut down, stopped at interpreter exit.
 _running: weakref.WeakSet[Quiv] = weakref.WeakSet()
+#: Set once a Ctrl-C cut a shutdown short: exiting then waits for nothing more.
+_interrupted = threading.Event()
 
 
 def _shutdown_running() -> None:
-    """Shut down what the program forgot to, so exiting neither hangs nor loses records.
+    """At exit: shut down what the program forgot to, then wait for sync handlers.
 
-    This has to run before the interpreter joins non-daemon threads (a sync
-    handler's worker thread waits for its stop event), which is when
-    ``threading``'s own exit hooks run; ``atexit`` would be too late.
+    Worker threads under the private loop are daemons, which the interpreter
+    would kill mid-handler; like a plain thread, a running handler holds the
+    exit up until it returns, unless a Ctrl-C says to stop waiting. This has to
+    run before the interpreter joins non-daemon threads (a sync handler's worker
+    thread waits for its stop event), which is when ``threading``'s own exit
+    hooks run; ``atexit`` would be too late.
     """
-    for facade in list(_running):
-        try:
-            facade.shutdown()
-        except Exception:  # nothing useful to do with it at exit
-            pass
+    try:
+        for facade in list(_running):
+            try:
+                facade.shutdown()
+            except Exception:  # nothing useful to do with it at exit
+                pass
+        if not _interrupted.is_set():
+            wait_for_sync_handlers()
+    except KeyboardInterrupt:  # the user does not want to wait: leave the threads behind
+        pass
 
 
 _register_exit_hook = getattr(threading, "_register_atexit", atexit.register)
 _register_exit_hook(_shutdown_running)
 
 
-def _adopt_loop_thread() -> tuple[int, asyncio.AbstractEventLoop]:
+def _adopt_loop_thread() -> int:
     threading.current_thread().name = "quiv-loop"
-    return threading.get_ident(), asyncio.get_running_loop()
+    return threading.get_ident()
 
 
 class Quiv:
@@ -152,9 +173,11 @@ class Quiv:
         self._lock = threading.RLock()
         self._state = _State.UNOPENED
         self._portal: BlockingPortal | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the private loop, while open
+        self._inbox: Inbox | None = None  # the way onto the private loop, while open
         self._in_flight: set[Future[Any]] = set()  # calls handed to that loop
         self._stack: ExitStack | None = None
+        self._held: Future[None] | None = None  # the portal task holding the core open
+        self._closing: anyio.Event | None = None  # set to make that task close the core
         self._loop_thread: int | None = None
 
     @property
@@ -181,12 +204,20 @@ class Quiv:
                 pass  # no host loop: callbacks run on the private loop
             with ExitStack() as stack:
                 portal = stack.enter_context(start_blocking_portal())
-                self._loop_thread, self._loop = portal.call(_adopt_loop_thread)
-                stack.enter_context(portal.wrap_async_context_manager(self._core))
+                self._loop_thread = portal.call(_adopt_loop_thread)
+                self._held, self._closing = portal.start_task(self._hold_open)
                 self._stack = stack.pop_all()
             self._portal = portal
+            self._inbox = self._core._engine.inbox
             self._state = _State.OPEN
             _running.add(self)
+
+    async def _hold_open(self, *, task_status: TaskStatus[anyio.Event]) -> None:
+        """Keep the core open, on the private loop, until the event it reports is set."""
+        closing = anyio.Event()
+        async with self._core:
+            task_status.started(closing)
+            await closing.wait()
 
     def startup(self) -> None:
         """Alias of :meth:`start`."""
@@ -196,9 +227,12 @@ class Quiv:
         """Stop the scheduler: signal running jobs, wait for them, delete the database.
 
         Waits up to ``shutdown_timeout`` for jobs to honour their stop event.
-        Calling it again does nothing. Called from inside a handler, listener or
-        callback, it cannot wait for itself: it starts the shutdown in a helper
-        thread and returns at once.
+        A ``KeyboardInterrupt`` (a second Ctrl-C) during that wait ends it at
+        once: jobs still running are abandoned and recorded ``cancelled``, and
+        the interrupt is raised once the scheduler is closed. Calling it again
+        does nothing. Called from inside a handler, listener or callback, it
+        cannot wait for itself: it starts the shutdown in a helper thread and
+        returns at once.
         """
         if current_job_id() is not None or threading.get_ident() == self._loop_thread:
             threading.Thread(target=self.shutdown, name="quiv-shutdown", daemon=True).start()
@@ -209,17 +243,35 @@ class Quiv:
                 self._core._close_unopened()
                 return
             stack, self._stack = self._stack, None
+            held, closing, self._held, self._closing = self._held, self._closing, None, None
             self._state = _State.CLOSING
             try:
-                if stack is not None:
-                    stack.close()
+                if held is not None and closing is not None and self._portal is not None:
+                    self._close_core(self._portal, held, closing)
             finally:
-                self._state = _State.CLOSED
-                self._portal = self._loop = None
-                _running.discard(self)
-                for future in list(self._in_flight):  # the loop stopped before running them
-                    if not future.done():
-                        future.set_exception(SchedulerClosedError())
+                try:
+                    if stack is not None:
+                        stack.close()
+                finally:
+                    self._state = _State.CLOSED
+                    self._portal = self._inbox = None
+                    _running.discard(self)
+                    for future in list(self._in_flight):  # the loop stopped before them
+                        if not future.done():
+                            future.set_exception(SchedulerClosedError())
+
+    def _close_core(self, portal: BlockingPortal, held: Future[None], closing: anyio.Event) -> None:
+        """Close the core and wait for it; an interrupt of the wait makes it hurry."""
+        portal.call(closing.set)
+        try:
+            wait_for_futures([held])
+        except BaseException:  # KeyboardInterrupt: stop waiting for the jobs
+            _interrupted.set()
+            engine = self._core._engine
+            engine.inbox.submit(engine.force)
+            wait_for_futures([held])  # no longer than the unwinding of async handlers
+            raise
+        held.result()  # the core's own failure, if any
 
     def stop(self) -> None:
         """Alias of :meth:`shutdown`."""
@@ -235,7 +287,13 @@ class Quiv:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.shutdown()
+        try:
+            self.shutdown()
+        except KeyboardInterrupt:
+            if not isinstance(exc, KeyboardInterrupt):
+                raise
+            # A second Ctrl-C cut the shutdown short; the first one, leaving the
+            # block, already says everything (a second traceback would not).
 
     @asynccontextmanager
     async def lifespan(self, app: object) -> AsyncIterator[None]:
@@ -255,9 +313,9 @@ class Quiv:
     # -- forwarding ---------------------------------------------------------
 
     def _call(self, method: Callable[[Unpack[Ts]], Coroutine[Any, Any, T]], *args: Unpack[Ts]) -> T:
-        loop, on_loop = self._loop, threading.get_ident() == self._loop_thread
-        if loop is not None and not on_loop:
-            return self._call_on_loop(loop, method, *args)
+        inbox, on_loop = self._inbox, threading.get_ident() == self._loop_thread
+        if inbox is not None and not on_loop:
+            return self._call_on_loop(inbox, method, *args)
         if on_loop:
             return _run_inline(method(*args))
         with self._lock:  # before start (or after shutdown): serialise callers
@@ -265,13 +323,15 @@ class Quiv:
 
     def _call_on_loop(
         self,
-        loop: asyncio.AbstractEventLoop,
+        inbox: Inbox,
         method: Callable[[Unpack[Ts]], Coroutine[Any, Any, T]],
         *args: Unpack[Ts],
     ) -> T:
-        # The core's methods never suspend, so the call runs inline in a loop
-        # callback: one hand-off each way. (portal.call would also spawn a task
-        # and cross threads twice more, tripling the cost of every call.)
+        # The core's methods never suspend, so the call runs inline inside the
+        # inbox task: one hand-off each way, and one loop wake-up for a whole
+        # batch of calls. (portal.call would spawn a task per call and cross
+        # threads twice more; a bare loop callback has no current task, which
+        # anyio needs as soon as a call starts a job.)
         future: Future[T] = Future()
 
         def run() -> None:
@@ -282,10 +342,8 @@ class Quiv:
 
         self._in_flight.add(future)
         try:
-            try:
-                loop.call_soon_threadsafe(run)
-            except RuntimeError:  # the loop closed under us
-                raise SchedulerClosedError() from None
+            if not inbox.submit(run):  # the loop is closing or closed
+                raise SchedulerClosedError()
             return future.result()
         finally:
             self._in_flight.discard(future)

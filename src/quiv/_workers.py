@@ -17,15 +17,21 @@ Each job runs in a fresh copy of its worker's ``contextvars`` context, as if
 it had a task of its own: a ``ContextVar`` set by one job (a trace id, say)
 is never seen by the next job on the same worker.
 
-Finished jobs are reported back through :attr:`finish`. From threads the
-reports are batched: the first report of a burst schedules one hand-off onto
-the loop, which then takes every report that has piled up.
+Finished jobs are reported back through :attr:`finish`; from threads, through
+the engine's inbox (``_inbox``), which runs a burst of reports in one batch.
+
+Python cannot stop a thread, and the interpreter kills daemon threads at exit:
+worker threads inherit that flag from the loop's thread (daemons under the sync
+facade's private loop). So the threads running a sync handler right now are
+counted here, and the sync facade's exit hook waits for the daemon ones (see
+:func:`wait_for_sync_handlers`), as the interpreter does for the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -44,6 +50,21 @@ THREAD_IDLE_SECONDS = 10.0
 
 Finish = Callable[[JobEntry, JobStatus, "str | None", "str | None"], None]
 ProgressHookFor = Callable[[JobEntry], Callable[..., None]]
+Handoff = Callable[[Callable[[], object]], bool]
+
+#: Worker threads running a sync handler right now, in every scheduler of the process.
+_busy_threads: set[threading.Thread] = set()
+_busy_changed = threading.Condition()
+
+
+def wait_for_sync_handlers() -> None:
+    """Block until no daemon thread is running a sync handler; a Ctrl-C ends the wait.
+
+    Non-daemon worker threads are left out: the interpreter waits for those itself.
+    """
+    with _busy_changed:
+        while any(thread.daemon for thread in _busy_threads):
+            _busy_changed.wait(0.5)  # a timeout keeps the wait interruptible everywhere
 
 
 class _AsyncWorker:
@@ -63,13 +84,16 @@ class Workers:
         pool_size: int,
         finish: Finish,
         progress_hook_for: ProgressHookFor,
+        handoff: Handoff,
     ) -> None:
         self._task_group = task_group
         self._size = pool_size
         self._finish = finish
         self._progress_hook_for = progress_hook_for
-        self._loop = asyncio.get_running_loop()
+        self._handoff = handoff  # runs a callable on the loop, from a worker thread
         self._closing = False
+        #: The error recorded for an async job cut off by a cancellation.
+        self._cut_off_reason = "cancelled by shutdown"
         # async side (loop only)
         self._async_pending: deque[tuple[JobEntry, Callable[..., None]]] = deque()
         self._async_idle: list[_AsyncWorker] = []
@@ -81,8 +105,6 @@ class Workers:
         self._threads = 0
         self._threads_busy = 0
         self._thread_scopes: set[anyio.CancelScope] = set()
-        self._reports: list[tuple[JobEntry, Outcome]] = []
-        self._report_pending = False
 
     def submit(self, job: JobEntry) -> None:
         """Run ``job`` as soon as a worker is free; call on the loop."""
@@ -130,16 +152,14 @@ class Workers:
     async def _run_async(
         self, job: JobEntry, hook: Callable[..., None], scope: anyio.CancelScope
     ) -> None:
-        outcome: Outcome = (
-            JobStatus.CANCELLED,
-            "stopped by shutdown after the grace period",
-            None,
-        )
+        outcome: Outcome | None = None
         try:
             # A task of its own gives the job a fresh copy of the worker's context,
             # so a ContextVar one handler sets never leaks into the next job.
             outcome = await asyncio.ensure_future(run_async_job(job, hook, scope))
         finally:
+            if outcome is None:  # cut off by a cancellation
+                outcome = JobStatus.CANCELLED, self._cut_off_reason, None
             self._finish(job, *outcome)
 
     # -- sync workers --------------------------------------------------------
@@ -165,34 +185,27 @@ class Workers:
                         return
                 job, hook = pending.popleft()
                 self._threads_busy += 1
-            # Each job runs in a fresh copy of the thread's context (see _run_async).
-            outcome = contextvars.copy_context().run(run_sync_job, job, hook)
+            thread = threading.current_thread()
+            with _busy_changed:
+                _busy_threads.add(thread)
+            try:
+                # Each job runs in a fresh copy of the thread's context (see _run_async).
+                outcome = contextvars.copy_context().run(run_sync_job, job, hook)
+            finally:
+                with _busy_changed:
+                    _busy_threads.discard(thread)
+                    _busy_changed.notify_all()
             with cond:
                 self._threads_busy -= 1
-            self._report(job, outcome)
-
-    def _report(self, job: JobEntry, outcome: Outcome) -> None:
-        with self._cond:
-            self._reports.append((job, outcome))
-            if self._report_pending:
-                return
-            self._report_pending = True
-        try:
-            self._loop.call_soon_threadsafe(self._collect_reports)
-        except RuntimeError:  # the loop is gone: the scheduler already gave up on it
-            pass
-
-    def _collect_reports(self) -> None:
-        with self._cond:
-            reports, self._reports = self._reports, []
-            self._report_pending = False
-        for job, outcome in reports:
-            self._finish(job, *outcome)
+            # False once the scheduler is closed: it gave up on this job already.
+            self._handoff(functools.partial(self._finish, job, *outcome))
 
     # -- shutdown ------------------------------------------------------------
 
-    def abandon(self) -> None:
-        """Cut off every job still running: async ones are cancelled, threads left behind."""
+    def abandon(self, reason: str) -> None:
+        """Cut off every job still running: async ones are cancelled (recorded with
+        ``reason``), threads left behind."""
+        self._cut_off_reason = reason
         for worker in list(self._async_workers):
             worker.scope.cancel()
         for scope in list(self._thread_scopes):

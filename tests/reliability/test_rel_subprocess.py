@@ -81,7 +81,10 @@ SCENARIOS["quiv-never-shut-down-stubborn-job-running"] = """
 started = threading.Event()
 def stubborn():
     started.set()
-    threading.Event().wait()  # ignores its stop event, forever
+    try:
+        threading.Event().wait(1.5)  # ignores its stop event, but does return eventually
+    finally:
+        print("FINALLY", time.time(), flush=True)
 scheduler = quiv.Quiv(shutdown_timeout=0.2)
 scheduler.start()
 scheduler.add_task("stubborn", stubborn, interval=60)
@@ -298,11 +301,26 @@ def _assert_exits_promptly(outcome: Outcome) -> None:
     [
         "quiv-never-shut-down",
         "quiv-never-shut-down-cooperative-job-running",
-        "quiv-never-shut-down-stubborn-job-running",
     ],
 )
 def test_script_without_shutdown_exits_promptly(scenarios: dict[str, Outcome], name: str) -> None:
     _assert_exits_promptly(_finished(scenarios, name))
+
+
+def test_script_without_shutdown_waits_for_running_sync_handler(
+    scenarios: dict[str, Outcome],
+) -> None:
+    """The exit hook shuts the forgotten scheduler down (0.2 s grace), then waits for
+    the handler still running in its (daemon) worker thread: its finally runs, as
+    it would in a plain thread, and the process ends right after it."""
+    outcome = _finished(scenarios, "quiv-never-shut-down-stubborn-job-running")
+    _assert_exits_promptly(outcome)
+    ready_at = outcome.ready_at
+    lines = outcome.stdout.splitlines()
+    finally_at = [float(line.split()[1]) for line in lines if line.startswith("FINALLY")]
+    assert ready_at is not None and len(finally_at) == 1, outcome.describe()
+    assert finally_at[0] - ready_at > 1.2, outcome.describe()
+    assert outcome.ended_at >= finally_at[0], outcome.describe()
 
 
 def test_script_without_shutdown_removes_its_database(scenarios: dict[str, Outcome]) -> None:
