@@ -170,7 +170,7 @@ async def run_async_job(
     try:
         await job.task.func(*args, **kwargs)
     except anyio.get_cancelled_exc_class() as exc:
-        if scope.cancel_called or task_is_cancelling():
+        if scope.cancel_called or job.cut is not None or task_is_cancelling():
             raise
         return _failure(exc)
     except BaseException as exc:
