@@ -223,6 +223,7 @@ class Engine:
             task_group, self.config.pool_size, self._on_job_end, self._hook, handoff
         )
         self.dispatcher.bind(asyncio.get_running_loop(), main_loop, handoff)
+        self._workers.main_loop = main_loop or asyncio.get_running_loop()
         self.store.start()
         self.running = True
         task_group.start_soon(self.inbox.run, name="quiv-inbox")

@@ -41,7 +41,13 @@ from anyio.abc import TaskGroup
 
 from ._models import JobStatus
 from ._registry import JobEntry
-from ._runner import Outcome, run_async_job, run_sync_job, task_is_cancelling
+from ._runner import (
+    Outcome,
+    run_async_job,
+    run_sync_job,
+    set_thread_main_loop,
+    task_is_cancelling,
+)
 
 __all__ = ["Workers"]
 
@@ -114,6 +120,8 @@ class Workers:
         self._threads = 0
         self._threads_busy = 0
         self._thread_scopes: set[anyio.CancelScope] = set()
+        #: Where ``quiv.call_on_main`` runs things for sync handlers.
+        self.main_loop: asyncio.AbstractEventLoop | None = None
 
     def submit(self, job: JobEntry) -> None:
         """Run ``job`` as soon as a worker is free; call on the loop."""
@@ -197,6 +205,7 @@ class Workers:
 
     def _thread_main(self) -> None:
         cond, pending = self._cond, self._sync_pending
+        set_thread_main_loop(self.main_loop)  # for quiv.call_on_main
         while True:
             with cond:
                 while not pending:
