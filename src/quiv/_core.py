@@ -46,7 +46,7 @@ from ._registry import JobEntry
 from ._schedule import validate_delay
 from ._store import Store
 from ._triggers import RunPolicy, Trigger, choose_trigger, task_zone
-from ._types import UNSET, Handler, Listener, ProgressCallback, Unset
+from ._types import UNSET, Handler, Listener, ProgressCallback, ProgressListener, Unset
 from ._validation import (
     check_args,
     check_id,
@@ -831,5 +831,31 @@ class AsyncQuiv:
         if not isinstance(event, Event):
             raise ConfigurationError(f"event must be a quiv.Event member, got {event!r}")
         listeners = self._engine.listeners[event]
+        if callback in listeners:
+            listeners.remove(callback)
+
+    async def add_progress_listener(self, callback: ProgressListener) -> None:
+        """Call ``callback(task, job, payload)`` on every progress payload of every job.
+
+        ``payload`` is the dict of keyword arguments the handler passed to its
+        ``_progress_hook`` (positional ones go to the task's own
+        ``progress_callback`` only); ``task`` and ``job`` are snapshots taken
+        while the job runs. Delivered like listeners, on the main loop and in
+        order: after the job's ``job_started`` and before its final event. With
+        no progress listener a payload costs nothing beyond the task's own
+        callback. A callback that raises is logged and ignored.
+
+        Raises:
+            ConfigurationError: if ``callback`` is not callable.
+        """
+        self._check_usable()
+        if not callable(callback):
+            raise ConfigurationError(f"callback must be callable, got {callback!r}")
+        self._engine.progress_listeners.append(callback)
+
+    async def remove_progress_listener(self, callback: ProgressListener) -> None:
+        """Forget one registration of ``callback``; an unknown one is ignored."""
+        self._check_usable()
+        listeners = self._engine.progress_listeners
         if callback in listeners:
             listeners.remove(callback)

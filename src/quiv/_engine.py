@@ -152,6 +152,8 @@ class Engine:
         self.logger = logger
         self.registry = Registry()
         self.listeners: dict[Event, list[Listener]] = {event: [] for event in Event}
+        #: ``callback(task, job, payload)`` for every job's progress (``add_progress_listener``).
+        self.progress_listeners: list[Listener] = []
         self.dispatcher = Dispatcher(logger)
         #: How other threads (the sync facade, worker threads) get work done on the loop.
         self.inbox = Inbox(logger)
@@ -789,15 +791,32 @@ class Engine:
             self._plan(task, now, ended=False)
 
     def _hook(self, job: JobEntry) -> Callable[..., None]:
-        """The ``_progress_hook`` for ``job``: posts to its task's progress callback."""
-        callback = job.task.progress_callback
-        if callback is None:
-            return _ignore_progress
+        """The ``_progress_hook`` for ``job``: posts to its task's progress callback
+        and to the progress listeners, through the dispatcher like every event.
+
+        The listeners are looked up on each call, so one added while the job runs
+        hears the rest of it; with none and no callback a payload costs a check.
+        """
+        task = job.task
+        if "_progress_hook" not in task.injected:
+            return _ignore_progress  # the handler cannot report progress
+        callback = task.progress_callback
+        watchers = self.progress_listeners
         post = self.dispatcher.post
+        snapshot: tuple[Any, Any] | None = None
 
         def progress_hook(*args: Any, **payload: Any) -> None:
-            # Positional arguments are passed on too, as quiv 0.x did.
-            post(Delivery(callback, args, payload))
+            nonlocal snapshot
+            if callback is not None:
+                # Positional arguments are passed on too, as quiv 0.x did.
+                post(Delivery(callback, args, payload))
+            if watchers:
+                if snapshot is None:
+                    # Taken while the job runs (its record does not change until it
+                    # ends), so a payload never carries the job's final status.
+                    snapshot = (task.to_model(), job.to_model())
+                for watcher in tuple(watchers):
+                    post(Delivery(watcher, (*snapshot, dict(payload))))
 
         return progress_hook
 

@@ -57,7 +57,7 @@ from ._jobpolicy import validate_seconds
 from ._models import Event, Job, Stats, Task
 from ._runner import current_job_id
 from ._triggers import Trigger
-from ._types import UNSET, Handler, Listener, ProgressCallback, Unset
+from ._types import UNSET, Handler, Listener, ProgressCallback, ProgressListener, Unset
 from ._workers import wait_for_sync_handlers
 
 if sys.version_info >= (3, 11):
@@ -583,3 +583,11 @@ class Quiv:
     def remove_listener(self, event: Event, callback: Listener) -> None:
         """Blocking form of :meth:`AsyncQuiv.remove_listener`."""
         return self._call(self._core.remove_listener, event, callback)
+
+    def add_progress_listener(self, callback: ProgressListener) -> None:
+        """Blocking form of :meth:`AsyncQuiv.add_progress_listener`."""
+        return self._call(self._core.add_progress_listener, callback)
+
+    def remove_progress_listener(self, callback: ProgressListener) -> None:
+        """Blocking form of :meth:`AsyncQuiv.remove_progress_listener`."""
+        return self._call(self._core.remove_progress_listener, callback)
