@@ -186,7 +186,6 @@ def test_the_dashboard_runs_shows_progress_and_cancels(
     assert running.find_element(By.CSS_SELECTOR, "[data-field=status]").text == "running"
     running.find_element(By.CSS_SELECTOR, "[data-action=cancel]").click()
     wait.until(
-        lambda d: running.find_element(By.CSS_SELECTOR, "[data-field=status]").text
-        == "cancelled"
+        lambda d: running.find_element(By.CSS_SELECTOR, "[data-field=status]").text == "cancelled"
     )
     assert not running.find_elements(By.CSS_SELECTOR, "[data-action=cancel]")

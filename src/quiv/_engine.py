@@ -102,7 +102,7 @@ def _timed_out(job: JobEntry) -> str:
 
 
 def _ignore_progress(*_args: Any, **_payload: Any) -> None:
-    """The ``_progress_hook`` of a task that has no progress callback."""
+    """The ``_progress_hook`` of a handler that does not take one."""
 
 
 class _LateStarts:

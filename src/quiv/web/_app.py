@@ -164,6 +164,8 @@ class _Dashboard:
     def _render(self, request: Request, template: str, code: int = 200, **context: Any) -> Response:
         cookie = request.cookies.get(COOKIE)
         token = cookie if cookie is not None and self.csrf.genuine(cookie) else self.csrf.issue()
+        context.setdefault("page", "")
+        context.setdefault("job_id", "")
         html = self.templates.get_template(template).render(
             title=self.title,
             base=self._base(request),
