@@ -34,6 +34,8 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     )
 pytest.importorskip("selenium", reason="the browser test needs selenium (the dev extra)")
 pytest.importorskip("uvicorn", reason="the browser test needs uvicorn (the dev extra)")
+pytest.importorskip("fastapi", reason="the browser test serves the FastAPI example")
+pytest.importorskip("jinja2", reason="the dashboard needs the web extra")
 
 from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402

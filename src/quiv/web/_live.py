@@ -15,11 +15,13 @@ its backlog is dropped and the page is told to reload what it shows.
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import threading
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from pydantic_core import to_jsonable_python
+from pydantic import BaseModel
 
 from quiv import Event, Job, QuivError, Task
 
@@ -35,11 +37,25 @@ LATEST_LIMIT = 1024
 RESYNC = json.dumps({"type": "resync"})
 
 
+def _fallback(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return repr(value)
+
+
 def jsonable(value: Any) -> Any:
     """``value`` as JSON-ready data; anything JSON cannot hold becomes its repr."""
     try:
-        return to_jsonable_python(value, fallback=repr)
-    except Exception:  # a repr that raises, a cycle: show that something is there
+        return json.loads(json.dumps(value, default=_fallback))
+    except Exception:  # a repr that raises, a cycle, odd dict keys: show that something is there
         return f"<{type(value).__name__}>"
 
 
