@@ -312,6 +312,10 @@ class Quiv:
 
     # -- forwarding ---------------------------------------------------------
 
+    def _from_thread(self) -> bool:
+        """Whether a write may be decided here and applied later (see ``AsyncQuiv._later``)."""
+        return self._inbox is not None and threading.get_ident() != self._loop_thread
+
     def _call(self, method: Callable[[Unpack[Ts]], Coroutine[Any, Any, T]], *args: Unpack[Ts]) -> T:
         inbox, on_loop = self._inbox, threading.get_ident() == self._loop_thread
         if inbox is not None and not on_loop:
@@ -371,28 +375,21 @@ class Quiv:
         coalesce: bool = True,
         max_instances: int = 1,
     ) -> str:
-        """Blocking form of :meth:`AsyncQuiv.add_task`."""
-        return self._call(
-            lambda: self._core.add_task(
-                task_name,
-                func,
-                interval,
-                delay,
-                run_once,
-                fixed_interval,
-                args,
-                kwargs,
-                progress_callback,
-                cron=cron,
-                run_at=run_at,
-                trigger=trigger,
-                timezone=timezone,
-                jitter=jitter,
-                misfire_grace=misfire_grace,
-                coalesce=coalesce,
-                max_instances=max_instances,
-            )
-        )
+        """Blocking form of :meth:`AsyncQuiv.add_task`; returns without waiting for the loop."""
+        positional = (task_name, func, interval, delay, run_once, fixed_interval, args, kwargs)
+        options: dict[str, Any] = {
+            "cron": cron,
+            "run_at": run_at,
+            "trigger": trigger,
+            "timezone": timezone,
+            "jitter": jitter,
+            "misfire_grace": misfire_grace,
+            "coalesce": coalesce,
+            "max_instances": max_instances,
+        }
+        if self._from_thread():
+            return self._core._add_task_nowait(*positional, progress_callback, **options)
+        return self._call(lambda: self._core.add_task(*positional, progress_callback, **options))
 
     def update_task(
         self,
@@ -433,23 +430,33 @@ class Quiv:
         )
 
     def run_task_immediately(self, task_id: str) -> int:
-        """Blocking form of :meth:`AsyncQuiv.run_task_immediately`."""
+        """Blocking form of :meth:`AsyncQuiv.run_task_immediately`; does not wait for the loop."""
+        if self._from_thread():
+            return self._core._run_task_immediately_nowait(task_id)
         return self._call(self._core.run_task_immediately, task_id)
 
     def pause_task(self, task_id: str) -> None:
-        """Blocking form of :meth:`AsyncQuiv.pause_task`."""
+        """Blocking form of :meth:`AsyncQuiv.pause_task`; does not wait for the loop."""
+        if self._from_thread():
+            return self._core._pause_task_nowait(task_id)
         return self._call(self._core.pause_task, task_id)
 
     def resume_task(self, task_id: str, delay: float = 0) -> None:
-        """Blocking form of :meth:`AsyncQuiv.resume_task`."""
+        """Blocking form of :meth:`AsyncQuiv.resume_task`; does not wait for the loop."""
+        if self._from_thread():
+            return self._core._resume_task_nowait(task_id, delay)
         return self._call(self._core.resume_task, task_id, delay)
 
     def cancel_job(self, job_id: str) -> bool:
-        """Blocking form of :meth:`AsyncQuiv.cancel_job`."""
+        """Blocking form of :meth:`AsyncQuiv.cancel_job`; does not wait for the loop."""
+        if self._from_thread():
+            return self._core._cancel_job_nowait(job_id)
         return self._call(self._core.cancel_job, job_id)
 
     def remove_task(self, task_id: str) -> None:
-        """Blocking form of :meth:`AsyncQuiv.remove_task`."""
+        """Blocking form of :meth:`AsyncQuiv.remove_task`; does not wait for the loop."""
+        if self._from_thread():
+            return self._core._remove_task_nowait(task_id)
         return self._call(self._core.remove_task, task_id)
 
     def get_task(self, task_id: str) -> Task:
