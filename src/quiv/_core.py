@@ -537,7 +537,7 @@ class AsyncQuiv:
             run_at=run_at,
             timezone=timezone,
             trigger=trigger,
-            policy=RunPolicy(jitter, misfire_grace, coalesce, max_instances),
+            policy=_policy(jitter, misfire_grace, coalesce, max_instances),
             default_zone=self._config.tz,
             wall=self._engine.clock.now(),
         )
@@ -827,6 +827,25 @@ class AsyncQuiv:
         listeners = self._engine.listeners[event]
         if callback in listeners:
             listeners.remove(callback)
+
+
+_DEFAULT_POLICY = RunPolicy()
+
+
+def _policy(
+    jitter: object, misfire_grace: object, coalesce: object, max_instances: object
+) -> RunPolicy:
+    """The run policy of a new task; the defaults (nearly every task) built once."""
+    if (
+        misfire_grace is None
+        and coalesce is True
+        and type(jitter) is int
+        and jitter == 0
+        and type(max_instances) is int
+        and max_instances == 1
+    ):
+        return _DEFAULT_POLICY
+    return RunPolicy(jitter, misfire_grace, coalesce, max_instances)  # type: ignore[arg-type]
 
 
 def _now(decided: tuple[T, _Effect | None]) -> T:

@@ -42,10 +42,10 @@ class Inbox:
     """Runs callables handed over from any thread inside one task on the loop."""
 
     def __init__(
-        self, logger: logging.Logger | logging.LoggerAdapter[Any], limit: int = INBOX_LIMIT
+        self, logger: logging.Logger | logging.LoggerAdapter[Any], limit: int | None = None
     ) -> None:
         self._logger = logger
-        self._limit = limit
+        self._limit = INBOX_LIMIT if limit is None else limit
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # notified when a batch has run
         self._waiters = 0  # threads blocked in submit() for room
