@@ -9,11 +9,14 @@ than queued without bound, and nothing is lost.
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
 from collections import defaultdict
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from _support import noop
@@ -106,7 +109,7 @@ def test_a_write_returns_while_the_loop_is_busy_and_is_applied_after() -> None:
 
     async def hog_the_loop() -> None:
         loop_busy.set()
-        time.sleep(0.5)  # blocks the scheduler's loop on purpose
+        time.sleep(0.5)  # noqa: ASYNC251 - blocks the scheduler's loop on purpose
 
     with Quiv() as scheduler:
         task_id = scheduler.add_task("t", noop, interval=LONG, delay=LONG)
@@ -127,25 +130,28 @@ def test_inbox_holds_a_fast_producer_back_and_loses_nothing() -> None:
     longest: list[int] = []
 
     async def main() -> None:
-        inbox = Inbox(__import__("logging").getLogger("test"), limit=limit)
+        inbox = Inbox(logging.getLogger("test"), limit=limit)
+        all_ran = anyio.Event()
         async with anyio.create_task_group() as group:
             group.start_soon(inbox.run)
-            await anyio.sleep(0)  # let it adopt the loop
+            await anyio.lowlevel.checkpoint()  # let it adopt the loop
 
             def slow(i: int) -> None:
                 time.sleep(0.0005)  # the consumer is slower than the producer
                 ran.append(i)
+                if len(ran) == total:
+                    all_ran.set()
 
             def produce() -> None:
                 for i in range(total):
-                    assert inbox.submit(lambda i=i: slow(i))
+                    assert inbox.submit(functools.partial(slow, i))
                     longest.append(len(inbox._queue))
 
             began = time.monotonic()
             await anyio.to_thread.run_sync(produce)
             produced = time.monotonic() - began
-            while len(ran) < total:
-                await anyio.sleep(0.01)
+            with anyio.fail_after(DEADLINE):
+                await all_ran.wait()
             group.cancel_scope.cancel()
         # Held back: producing took about as long as consuming all but the last batch.
         assert produced >= (total - limit) * 0.0005
@@ -161,7 +167,7 @@ def test_a_burst_of_add_task_is_held_back_by_the_bound(monkeypatch: pytest.Monke
 
     async def hog_the_loop() -> None:
         loop_busy.set()
-        time.sleep(0.3)
+        time.sleep(0.3)  # noqa: ASYNC251 - blocks the scheduler's loop on purpose
 
     added: list[str] = []
     with Quiv() as scheduler:
