@@ -318,6 +318,28 @@ class AsyncQuiv:
             raise TaskNotFoundError(task_id)
         return task
 
+    def _peek_task(self, task_id: str) -> Task | None:
+        """``get_task`` answered in the calling thread, if it can be; else None.
+
+        It can when every call queued for the loop has been applied (so the
+        caller's own writes are in the registry) and the task's snapshot is
+        cached (snapshots are built and dropped on the loop only).
+        """
+        if self._state is _State.CLOSED or not self._engine.inbox.settled():
+            return None
+        task = self._engine.registry.tasks.get(task_id)
+        return None if task is None else task.snapshot
+
+    def _peek_all_tasks(self, include_run_once: bool) -> list[Task] | None:
+        """``get_all_tasks`` answered in the calling thread, if it can be (see ``_peek_task``)."""
+        if self._state is _State.CLOSED or not self._engine.inbox.settled():
+            return None
+        tasks = list(self._engine.registry.tasks.values())  # one step: the loop cannot interleave
+        snapshots = [task.snapshot for task in tasks if include_run_once or not task.one_shot]
+        if any(snapshot is None for snapshot in snapshots):
+            return None
+        return snapshots  # type: ignore[return-value]  # no None left
+
     def _decide_add(self, task: TaskEntry, wait: float, deferred: bool) -> tuple[str, _Effect]:
         self._check_open()
         self._check_not_closing()

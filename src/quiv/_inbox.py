@@ -54,6 +54,12 @@ class Inbox:
         self._loop_thread: int | None = None
         self._wakeup: anyio.Event | None = None  # set while the task sleeps on it
         self._closed = False
+        self._queued = 0  # callables accepted so far
+        self._ran = 0  # of those, how many have run (only the loop counts them)
+
+    def settled(self) -> bool:
+        """Whether every callable queued before this call has run (from any thread)."""
+        return self._ran >= self._queued
 
     def submit(self, call: Callable[[], object]) -> bool:
         """Queue ``call`` to run on the loop; False if the inbox is closed (it never will).
@@ -67,6 +73,7 @@ class Inbox:
             if full and threading.get_ident() != self._loop_thread and not self._wait_for_room():
                 return False
             self._queue.append(call)
+            self._queued += 1
             wakeup, self._wakeup = self._wakeup, None
         if wakeup is not None:  # the task sleeps: wake it (setting an event needs no task)
             try:
@@ -117,6 +124,7 @@ class Inbox:
                 call()
             except Exception:  # a bug of ours must not stop the next call
                 self._logger.exception("quiv: a call handed to the event loop raised")
+            self._ran += 1
         if self._waiters:
             with self._lock:
                 self._room.notify_all()

@@ -140,8 +140,12 @@ class TaskEntry:
         return self.snapshot
 
     def to_row(self) -> tuple[Any, ...]:
-        """The task as a database row, in ``TASK_COLUMNS`` order (arguments pickled)."""
-        values = self.values()
+        """The task as a database row, in ``TASK_COLUMNS`` order (arguments pickled).
+
+        Made from the snapshot, which is then cached: the writer runs on the
+        loop soon after a change, so reads later find the snapshot ready.
+        """
+        values = dict(self.to_model().__dict__)
         values["args"], values["kwargs"] = self.args_blob, self.kwargs_blob
         return tuple(_sql_value(values[name]) for name in TASK_COLUMNS)
 

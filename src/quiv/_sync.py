@@ -461,6 +461,10 @@ class Quiv:
 
     def get_task(self, task_id: str) -> Task:
         """Blocking form of :meth:`AsyncQuiv.get_task`."""
+        if self._from_thread() and isinstance(task_id, str):
+            task = self._core._peek_task(task_id)
+            if task is not None:
+                return task
         return self._call(self._core.get_task, task_id)
 
     def get_job(self, job_id: str) -> Job:
@@ -469,6 +473,10 @@ class Quiv:
 
     def get_all_tasks(self, include_run_once: bool = False) -> list[Task]:
         """Blocking form of :meth:`AsyncQuiv.get_all_tasks`."""
+        if self._from_thread():
+            tasks = self._core._peek_all_tasks(include_run_once)
+            if tasks is not None:
+                return tasks
         return self._call(self._core.get_all_tasks, include_run_once)
 
     def get_all_jobs(self, status: str | None = None) -> list[Job]:
