@@ -125,11 +125,6 @@ _register_exit_hook = getattr(threading, "_register_atexit", atexit.register)
 _register_exit_hook(_shutdown_running)
 
 
-def _adopt_loop_thread() -> int:
-    threading.current_thread().name = "quiv-loop"
-    return threading.get_ident()
-
-
 class Quiv:
     """The scheduler with a blocking API, for scripts and sync code.
 
@@ -204,19 +199,22 @@ class Quiv:
                 pass  # no host loop: callbacks run on the private loop
             with ExitStack() as stack:
                 portal = stack.enter_context(start_blocking_portal())
-                self._loop_thread = portal.call(_adopt_loop_thread)
-                self._held, self._closing = portal.start_task(self._hold_open)
+                self._held, (self._loop_thread, self._closing) = portal.start_task(self._hold_open)
                 self._stack = stack.pop_all()
             self._portal = portal
             self._inbox = self._core._engine.inbox
             self._state = _State.OPEN
             _running.add(self)
 
-    async def _hold_open(self, *, task_status: TaskStatus[anyio.Event]) -> None:
-        """Keep the core open, on the private loop, until the event it reports is set."""
+    async def _hold_open(self, *, task_status: TaskStatus[tuple[int, anyio.Event]]) -> None:
+        """Keep the core open, on the private loop, until the event it reports is set.
+
+        It also reports the loop's thread, which it names.
+        """
+        threading.current_thread().name = "quiv-loop"
         closing = anyio.Event()
         async with self._core:
-            task_status.started(closing)
+            task_status.started((threading.get_ident(), closing))
             await closing.wait()
 
     def startup(self) -> None:
@@ -262,7 +260,10 @@ class Quiv:
 
     def _close_core(self, portal: BlockingPortal, held: Future[None], closing: anyio.Event) -> None:
         """Close the core and wait for it; an interrupt of the wait makes it hurry."""
-        portal.call(closing.set)
+        # One hop, behind the writes still queued (they are applied first), not a
+        # round trip; the portal is the way only if the inbox is closed already.
+        if not self._core._engine.inbox.submit(closing.set):
+            portal.call(closing.set)
         try:
             wait_for_futures([held])
         except BaseException:  # KeyboardInterrupt: stop waiting for the jobs
