@@ -146,7 +146,7 @@ class Engine:
         self._dispatching = False  # inside _dispatch_due: no nested dispatch
         self._wall_tasks = 0  # tasks with a wall-clock trigger
         self._wall_offset: float | None = None  # wall - monotonic seconds, last seen
-        self._rng = random.Random()  # jitter
+        self._rng: random.Random | None = None  # for jitter; seeding it costs a syscall
         self._idle: anyio.Event | None = None
         self._grace: anyio.CancelScope | None = None  # the shutdown grace wait, while it lasts
         self._forced = False  # shutdown was told to stop waiting for running jobs
@@ -405,7 +405,11 @@ class Engine:
         """Put ``task`` on the heap for ``slot`` (its job starts after a random jitter)."""
         if slot is None:
             return  # the trigger fires no more
-        jitter = jitter_delay(task.policy.jitter, self._rng)
+        jitter = 0.0
+        if task.policy.jitter:
+            if self._rng is None:
+                self._rng = random.Random()
+            jitter = jitter_delay(task.policy.jitter, self._rng)
         self.registry.schedule(task, slot, jitter=jitter)
 
     def _plan(self, task: TaskEntry, now: Moment, *, ended: bool) -> None:

@@ -2,14 +2,18 @@
 
 The facade owns no scheduling logic. ``start()`` runs an ``AsyncQuiv`` on a
 private event loop in a daemon thread (an anyio blocking portal), and every
-method forwards to the coroutine of the same name. The core's methods never
-suspend, so forwarding is mechanical and depends only on the calling thread:
+method forwards to the core's code for the coroutine of the same name. The
+core's methods never suspend, so forwarding is mechanical and depends only on
+the calling thread:
 
-* any ordinary thread (a script, a threadpool worker, a sync handler): the
-  call is queued on the engine's inbox (see ``_inbox``), run inline inside the
-  inbox task on the private loop, and its result or exception handed back
-  through a future. Calls from many threads that arrive together share one
-  wake-up of the loop;
+* any ordinary thread (a script, a threadpool worker, a sync handler): a write
+  whose result the caller can know (``add_task``, ``pause_task`` ...) is
+  decided in that thread by the core and only its effect is queued on the
+  engine's inbox (see ``AsyncQuiv._later`` and ``_inbox``): the call does not
+  wait for the loop. Any other call is queued there too, run inline inside the
+  inbox task on the private loop, after the writes queued before it, and its
+  result or exception handed back through a future. Calls from many threads
+  that arrive together share one wake-up of the loop;
 * the private loop's own thread (inside an async handler, a listener or a
   callback quiv runs there): waiting would deadlock, so the coroutine is
   driven inline, right there;
