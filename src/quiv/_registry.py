@@ -140,13 +140,8 @@ class TaskEntry:
         return self.snapshot
 
     def to_row(self) -> tuple[Any, ...]:
-        """The task as a database row, in ``TASK_COLUMNS`` order (arguments pickled).
-
-        A lasting task's row is made from its snapshot, which is then cached:
-        the writer runs on the loop soon after a change, so reads later find
-        the snapshot ready. A one-shot task is gone soon; it is not worth it.
-        """
-        values = self.values() if self.one_shot else dict(self.to_model().__dict__)
+        """The task as a database row, in ``TASK_COLUMNS`` order (arguments pickled)."""
+        values = self.values()
         values["args"], values["kwargs"] = self.args_blob, self.kwargs_blob
         return tuple(_sql_value(values[name]) for name in TASK_COLUMNS)
 
