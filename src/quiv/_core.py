@@ -18,7 +18,7 @@ import logging
 import math
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime, tzinfo
 from types import TracebackType
@@ -29,17 +29,21 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ._clock import Clock, SystemClock
 from ._config import QuivConfig, resolve_config
-from ._engine import Engine
+from ._engine import LAG_WINDOW, Engine, Waiter
 from ._exceptions import (
     ConfigurationError,
     HandlerNotRegisteredError,
+    QuivError,
     SchedulerClosedError,
     SchedulerStateError,
     TaskNotFoundError,
     TaskNotScheduledError,
 )
-from ._models import Event, Job, JobStatus, Task
-from ._registry import TaskEntry
+from ._history import HistoryQuery, select
+from ._jobpolicy import JobPolicy, validate_cancel_grace, validate_seconds
+from ._models import Event, Job, JobStatus, Stats, Task
+from ._models import TaskStatus as _TaskStatus
+from ._registry import JobEntry, TaskEntry
 from ._schedule import validate_delay
 from ._store import Store
 from ._triggers import RunPolicy, Trigger, choose_trigger, task_zone
@@ -63,12 +67,43 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     _AnyLogger: TypeAlias = logging.Logger | logging.LoggerAdapter[Any]
+    _Watch: TypeAlias = Callable[[str, Waiter], Coroutine[Any, Any, "Job | None"]]
 
 __all__ = ["AsyncQuiv"]
 
 T = TypeVar("T")
 #: What a call changes, applied on the loop (at once there, or queued from a thread).
 _Effect = Callable[[], None]
+
+
+_EVERYTHING = HistoryQuery()
+
+
+def _job_key(job: JobEntry) -> tuple[JobStatus, str, datetime]:
+    return job.status, job.task.id, job.started_at
+
+
+def _percentile(ordered: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of sorted values; ``None`` if there are none."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _shutdown_grace(value: object, what: str) -> float:
+    """Seconds to wait for running jobs at shutdown; a huge int waits for ever."""
+    try:
+        grace = (
+            float(value)
+            if isinstance(value, int | float) and not isinstance(value, bool)
+            else math.nan
+        )
+    except OverflowError:  # an int beyond float's range: wait as long as it takes
+        grace = math.inf
+    if not grace >= 0:
+        raise ConfigurationError(f"{what} must be a number of seconds >= 0, got {value!r}")
+    return grace
 
 
 class _State(enum.Enum):
@@ -107,6 +142,8 @@ class AsyncQuiv:
             :class:`quiv.VirtualClock`.
         shutdown_timeout: seconds that exiting waits for running jobs to honour
             their stop event before abandoning them (default 30).
+        cancel_grace: seconds a timed-out async handler gets to honour its stop
+            event before it is cancelled (default 1).
 
     Raises:
         ConfigurationError: if an option is invalid.
@@ -124,36 +161,28 @@ class AsyncQuiv:
         main_loop: asyncio.AbstractEventLoop | None = None,
         clock: Clock | None = None,
         shutdown_timeout: float = 30.0,
+        cancel_grace: float = 1.0,
     ) -> None:
         self._config = resolve_config(config, pool_size, history_retention_seconds, timezone)
         if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
             raise ConfigurationError(f"logger must be a logging.Logger, got {logger!r}")
         if main_loop is not None and not isinstance(main_loop, asyncio.AbstractEventLoop):
             raise ConfigurationError(f"main_loop must be an asyncio event loop, got {main_loop!r}")
-        try:
-            grace = (
-                float(shutdown_timeout)
-                if isinstance(shutdown_timeout, int | float)
-                and not isinstance(shutdown_timeout, bool)
-                else math.nan
-            )
-        except OverflowError:  # an int beyond float's range: wait as long as it takes
-            grace = math.inf
-        if not grace >= 0:
-            raise ConfigurationError(
-                f"shutdown_timeout must be a number of seconds >= 0, got {shutdown_timeout!r}"
-            )
+        grace = _shutdown_grace(shutdown_timeout, "shutdown_timeout")
+        cut_grace = validate_cancel_grace(cancel_grace)
         self._logger: _AnyLogger = logger if logger is not None else logging.getLogger("Quiv")
         self._main_loop = main_loop
         self._shutdown_timeout = grace
         self._engine = Engine(
             self._config, clock if clock is not None else SystemClock(), self._logger
         )
+        self._engine.cancel_grace = cut_grace
         if main_loop is not None:
             self._engine.dispatcher.deliver_early_on(main_loop)
         self._state = _State.UNOPENED
         self._task_group: TaskGroup | None = None
         self._loop_thread: int | None = None  # set while open: calls must come from it
+        self._stopped = False  # shutdown() stopped the engine; exiting only closes the group
         # Calls from other threads (see _later): serialised by this lock, and the
         # tasks whose add or removal they queued but the loop has not applied yet.
         self._relay = threading.Lock()
@@ -206,12 +235,13 @@ class AsyncQuiv:
         traceback: TracebackType | None,
     ) -> bool | None:
         task_group = self._task_group
-        if task_group is None or self._state is not _State.OPEN:
+        if task_group is None or (self._state is not _State.OPEN and not self._stopped):
             return None
         self._state = _State.CLOSING
         try:
-            with anyio.CancelScope(shield=True):  # a host cancellation must not skip clean-up
-                await self._engine.stop(self._shutdown_timeout)
+            if not self._stopped:
+                with anyio.CancelScope(shield=True):  # a host cancellation must not skip it
+                    await self._engine.stop(self._shutdown_timeout)
         finally:
             self._state = _State.CLOSED
             self._task_group = None
@@ -221,6 +251,37 @@ class AsyncQuiv:
             await task_group.__aexit__(None, None, None)
         self._logger.debug("quiv scheduler stopped")
         return None
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the API's name
+        """Stop now, waiting up to ``timeout`` seconds (default ``shutdown_timeout``)
+        for running jobs to honour their stop event; calling it again does nothing.
+
+        The ``async with`` block (or :meth:`serve`, :meth:`lifespan`) still has to
+        end; it then only releases what is left. Every other call raises
+        :class:`SchedulerClosedError` from here on.
+
+        Raises:
+            ConfigurationError: if ``timeout`` is not a number of seconds >= 0.
+        """
+        grace = self._shutdown_timeout if timeout is None else _shutdown_grace(timeout, "timeout")
+        if self._state is _State.UNOPENED:
+            self._close_unopened()
+            return
+        if self._state is not _State.OPEN:
+            return
+        self._check_usable()
+        self._state = _State.CLOSING
+        self._stopped = True
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._engine.stop(grace)
+        finally:
+            self._state = _State.CLOSED
+
+    def _set_exit_timeout(self, timeout: float | None) -> None:
+        """How long the coming exit waits for running jobs (``Quiv.shutdown(timeout)``)."""
+        if timeout is not None:
+            self._shutdown_timeout = _shutdown_grace(timeout, "timeout")
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the scheduler until cancelled; for apps that own a task group.
@@ -254,7 +315,7 @@ class AsyncQuiv:
     # -- state checks -------------------------------------------------------
 
     def _check_usable(self) -> None:
-        self._check_open()
+        self._check_not_closed()
         if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
             # The registry belongs to the loop; touching it from elsewhere would race.
             raise SchedulerStateError(
@@ -267,7 +328,7 @@ class AsyncQuiv:
         self._check_usable()
         self._check_not_closing()
 
-    def _check_open(self) -> None:
+    def _check_not_closed(self) -> None:
         if self._state is _State.CLOSED:
             raise SchedulerClosedError()
 
@@ -341,7 +402,7 @@ class AsyncQuiv:
         return snapshots  # type: ignore[return-value]  # no None left
 
     def _decide_add(self, task: TaskEntry, wait: float, deferred: bool) -> tuple[str, _Effect]:
-        self._check_open()
+        self._check_not_closed()
         self._check_not_closing()
 
         def effect() -> None:
@@ -360,7 +421,7 @@ class AsyncQuiv:
         return task.id, effect
 
     def _decide_run_now(self, task_id: str, deferred: bool) -> tuple[int, _Effect]:
-        self._check_open()
+        self._check_not_closed()
         self._check_not_closing()
         task = self._find_task(check_id(task_id, "task_id"), deferred)
         if task is None:
@@ -375,7 +436,7 @@ class AsyncQuiv:
         return 1, effect
 
     def _decide_pause(self, task_id: str, deferred: bool) -> tuple[None, _Effect]:
-        self._check_open()
+        self._check_not_closed()
         task = self._task(task_id, deferred)
 
         def effect() -> None:
@@ -385,7 +446,7 @@ class AsyncQuiv:
         return None, effect
 
     def _decide_resume(self, task_id: str, delay: float, deferred: bool) -> tuple[None, _Effect]:
-        self._check_open()
+        self._check_not_closed()
         self._check_not_closing()
         task = self._task(task_id, deferred)
         wait = validate_delay(delay)
@@ -399,9 +460,13 @@ class AsyncQuiv:
 
         return None, effect
 
-    def _decide_cancel(self, job_id: str, deferred: bool) -> tuple[bool, _Effect | None]:
-        self._check_open()
+    def _decide_cancel(
+        self, job_id: str, force: bool, deferred: bool
+    ) -> tuple[bool, _Effect | None]:
+        self._check_not_closed()
         job = self._engine.registry.jobs.get(check_id(job_id, "job_id"))
+        if not isinstance(force, bool):
+            raise ConfigurationError(f"force must be True or False, got {force!r}")
         if job is None or job.status.is_final:
             return False, None
         # Its stop event is set before the call returns, wherever the call comes
@@ -409,12 +474,12 @@ class AsyncQuiv:
         job.request_stop()
 
         def effect() -> None:
-            self._engine.cancel(job)  # a no-op if the job ended meanwhile
+            self._engine.cancel(job, force)  # a no-op if the job ended meanwhile
 
         return True, effect
 
     def _decide_remove(self, task_id: str, deferred: bool) -> tuple[None, _Effect]:
-        self._check_open()
+        self._check_not_closed()
         task = self._task(task_id, deferred)
 
         def effect() -> None:
@@ -455,6 +520,10 @@ class AsyncQuiv:
         misfire_grace: float | None = None,
         coalesce: bool = True,
         max_instances: int = 1,
+        max_retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        timeout: float | None = None,  # noqa: ASYNC109 - a run's limit
     ) -> str:
         """Schedule ``func`` and return the new task's id (a UUID string).
 
@@ -491,6 +560,16 @@ class AsyncQuiv:
             coalesce: when several runs are overdue at once, run one for all of
                 them (``True``) or each of them (``False``).
             max_instances: how many jobs of the task may run at once.
+            max_retries: a run whose handler raises is run again up to this
+                many times (each attempt its own job; not after a cancel or a
+                timeout).
+            retry_backoff: the wait before retry ``n`` is random in
+                ``[0, retry_backoff * 2**(n-1)]`` seconds (full jitter) ...
+            retry_backoff_max: ... capped at this many seconds.
+            timeout: a run still going after this many seconds has its stop
+                event set and ends ``failed`` (``TimeoutError``); an async
+                handler is cancelled ``cancel_grace`` seconds later. ``None``:
+                no limit.
 
         Raises:
             ConfigurationError: for any invalid argument, or unless exactly one
@@ -518,6 +597,10 @@ class AsyncQuiv:
             misfire_grace=misfire_grace,
             coalesce=coalesce,
             max_instances=max_instances,
+            max_retries=max_retries,
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+            timeout=timeout,
         )
         return _now(self._decide_add(task, wait, deferred=False))
 
@@ -541,11 +624,16 @@ class AsyncQuiv:
         misfire_grace: float | None = None,
         coalesce: bool = True,
         max_instances: int = 1,
+        max_retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        timeout: float | None = None,
     ) -> tuple[TaskEntry, float]:
         """Validate ``add_task``'s arguments (in any thread); the new task and its delay."""
-        self._check_open()
+        self._check_not_closed()
         self._check_not_closing()
-        return new_task_entry(
+        job_policy = JobPolicy(max_retries, retry_backoff, retry_backoff_max, timeout)
+        task, wait = new_task_entry(
             task_name,
             func,
             interval,
@@ -563,6 +651,8 @@ class AsyncQuiv:
             default_zone=self._config.tz,
             wall=self._engine.clock.now(),
         )
+        task.job_policy = job_policy
+        return task, wait
 
     def _add_task_nowait(
         self,
@@ -584,6 +674,10 @@ class AsyncQuiv:
         misfire_grace: float | None = None,
         coalesce: bool = True,
         max_instances: int = 1,
+        max_retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        timeout: float | None = None,
     ) -> str:
         """:meth:`add_task` from another thread: validated here, applied on the loop later."""
         task, wait = self._new_task(
@@ -604,6 +698,10 @@ class AsyncQuiv:
             misfire_grace=misfire_grace,
             coalesce=coalesce,
             max_instances=max_instances,
+            max_retries=max_retries,
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+            timeout=timeout,
         )
         return self._later(lambda: self._decide_add(task, wait, deferred=True))
 
@@ -616,8 +714,8 @@ class AsyncQuiv:
     def _resume_task_nowait(self, task_id: str, delay: float = 0) -> None:
         self._later(lambda: self._decide_resume(task_id, delay, deferred=True))
 
-    def _cancel_job_nowait(self, job_id: str) -> bool:
-        return self._later(lambda: self._decide_cancel(job_id, deferred=True))
+    def _cancel_job_nowait(self, job_id: str, force: bool = False) -> bool:
+        return self._later(lambda: self._decide_cancel(job_id, force, deferred=True))
 
     def _remove_task_nowait(self, task_id: str) -> None:
         self._later(lambda: self._decide_remove(task_id, deferred=True))
@@ -639,6 +737,10 @@ class AsyncQuiv:
         misfire_grace: float | Unset | None = UNSET,
         coalesce: bool | Unset = UNSET,
         max_instances: int | Unset = UNSET,
+        max_retries: int | Unset = UNSET,
+        retry_backoff: float | Unset = UNSET,
+        retry_backoff_max: float | Unset = UNSET,
+        timeout: float | Unset | None = UNSET,  # noqa: ASYNC109 - a run's limit
     ) -> Task:
         """Change a task in place, keeping its id and its job history; return it.
 
@@ -647,7 +749,8 @@ class AsyncQuiv:
         ``timezone``) plans the next run afresh from now, so ``next_run_at``
         changes at once. A job that is running (or waiting for a pool slot) is
         not touched: it runs to its end with what it started with. ``interval``
-        keeps the task's ``fixed_interval``.
+        keeps the task's ``fixed_interval``. New retry and timeout settings
+        apply to runs that start (and retries scheduled) from now on.
 
         Raises:
             TaskNotFoundError: if no task has this id.
@@ -692,9 +795,17 @@ class AsyncQuiv:
             old.coalesce if coalesce is UNSET else coalesce,
             old.max_instances if max_instances is UNSET else max_instances,
         )
+        was = task.job_policy
+        job_policy = JobPolicy(
+            was.max_retries if isinstance(max_retries, Unset) else max_retries,
+            was.retry_backoff if isinstance(retry_backoff, Unset) else retry_backoff,
+            was.retry_backoff_max if isinstance(retry_backoff_max, Unset) else retry_backoff_max,
+            was.timeout if isinstance(timeout, Unset) else timeout,
+        )
         # Apply.
         task.name = name
         task.policy = policy
+        task.job_policy = job_policy
         if args_pair is not None:
             task.args_blob, task.args_copy = args_pair
         if kwargs_pair is not None:
@@ -752,19 +863,22 @@ class AsyncQuiv:
         self._check_usable()
         _now(self._decide_resume(task_id, delay, deferred=False))
 
-    async def cancel_job(self, job_id: str) -> bool:
+    async def cancel_job(self, job_id: str, *, force: bool = False) -> bool:
         """Ask a job to stop by setting its ``_stop_event``.
 
         Cancellation is cooperative: the handler should check the event and
         return; the job then ends ``cancelled``. A job still waiting for a pool
-        slot is cancelled at once.
+        slot (or a retry waiting out its backoff) is cancelled at once. With
+        ``force=True`` an async handler is also cancelled at once, through its
+        task, whether or not it looks at its event; a sync handler cannot be
+        killed, so for it ``force`` changes nothing.
 
         Returns:
             True if the job is scheduled or running (its stop event is now set),
             False if it has already ended or is unknown.
         """
         self._check_usable()
-        return _now(self._decide_cancel(job_id, deferred=False))
+        return _now(self._decide_cancel(job_id, force, deferred=False))
 
     async def remove_task(self, task_id: str) -> None:
         """Remove a task. A running job of it has its stop event set and ends on its own.
@@ -793,32 +907,166 @@ class AsyncQuiv:
         self._check_usable()
         return self._engine.registry.job(check_id(job_id, "job_id")).to_model()
 
-    async def get_all_tasks(self, include_run_once: bool = False) -> list[Task]:
-        """Return every task in the order added; run-once tasks only if asked."""
+    async def get_all_tasks(
+        self, include_run_once: bool = False, *, task_name: str | None = None
+    ) -> list[Task]:
+        """Return every task in the order added; run-once tasks only if asked.
+
+        ``task_name``: only the tasks with exactly this name.
+
+        Raises:
+            ConfigurationError: if ``task_name`` is not a str or ``None``.
+        """
         self._check_usable()
+        if task_name is not None and not isinstance(task_name, str):
+            raise ConfigurationError(f"task_name must be a str or None, got {task_name!r}")
         return [
             task.to_model()
             for task in self._engine.registry.tasks.values()
-            if include_run_once or not task.one_shot
+            if (include_run_once or not task.one_shot)
+            and (task_name is None or task.name == task_name)
         ]
 
-    async def get_all_jobs(self, status: str | None = None) -> list[Job]:
-        """Return every job in history in the order created, optionally of one status.
+    async def get_all_jobs(
+        self,
+        status: str | None = None,
+        *,
+        task_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[Job]:
+        """Return the jobs in history in the order created, filtered and paged.
+
+        Args:
+            status: only jobs of this status.
+            task_id: only jobs of this task.
+            since: only jobs that started (or, if not started, became due) at
+                or after this aware datetime ...
+            until: ... and before this one.
+            limit: at most this many jobs (after ``offset``); ``None``: all.
+            offset: skip this many matching jobs first.
+            newest_first: the most recently created first.
 
         Raises:
-            ConfigurationError: if ``status`` is not a job status.
+            ConfigurationError: for a value of the wrong type or out of range
+                (``status`` not a job status, a naive datetime, a negative count).
         """
         self._check_usable()
+        query = HistoryQuery.of(status, task_id, since, until, limit, offset, newest_first)
         jobs = self._engine.registry.jobs.values()
-        if status is None:
+        if query == _EVERYTHING:
             return [job.to_model() for job in jobs]
+        return [job.to_model() for job in select(jobs, query, _job_key)]
+
+    async def wait_for_job(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - the API's name
+        """Wait until a job has ended and return it; at once if it already has.
+
+        Raises:
+            JobNotFoundError: if no job has this id.
+            TimeoutError: if it has not ended after ``timeout`` seconds (real time).
+            SchedulerClosedError: if the scheduler shuts down first.
+            ConfigurationError: if ``timeout`` is not ``None`` or a number >= 0.
+        """
+        return await self._wait(self._watch_job, job_id, timeout)
+
+    async def wait_for_task(self, task_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - the API's name
+        """Wait for the next job of a task to end (one running now, if any) and return it.
+
+        Raises:
+            TaskNotFoundError: if no task has this id, or it is removed meanwhile.
+            TimeoutError: if none has ended after ``timeout`` seconds (real time).
+            SchedulerClosedError: if the scheduler shuts down first.
+            ConfigurationError: if ``timeout`` is not ``None`` or a number >= 0.
+        """
+        return await self._wait(self._watch_task, task_id, timeout)
+
+    async def _wait(self, watch: _Watch, ident: str, timeout: float | None) -> Job:  # noqa: ASYNC109 - the API's name
+        limit = None if timeout is None else validate_seconds(timeout, "timeout")
+        done = anyio.Event()
+        outcome: list[Job | QuivError] = []
+
+        def tell(result: Job | QuivError) -> None:
+            outcome.append(result)
+            done.set()
+
+        ended = await watch(ident, tell)
+        if ended is not None:
+            return ended
         try:
-            wanted = JobStatus(status)
-        except ValueError:
-            raise ConfigurationError(
-                f"status must be one of {', '.join(s.value for s in JobStatus)}, got {status!r}"
-            ) from None
-        return [job.to_model() for job in jobs if job.status is wanted]
+            with anyio.fail_after(limit):
+                await done.wait()
+        except TimeoutError:
+            await self._unwatch(ident, tell)
+            raise TimeoutError(f"{ident} did not end within {limit:g}s") from None
+        result = outcome[0]
+        if isinstance(result, QuivError):
+            raise result
+        return result
+
+    async def _watch_job(self, job_id: str, waiter: Waiter) -> Job | None:
+        """The job if it has ended; else ``waiter`` is told when it does. Never suspends."""
+        self._check_usable()
+        job = self._engine.registry.job(check_id(job_id, "job_id"))
+        if job.status.is_final:
+            return job.to_model()
+        self._check_open()
+        self._engine.job_waiters.setdefault(job.id, []).append(waiter)
+        return None
+
+    async def _watch_task(self, task_id: str, waiter: Waiter) -> Job | None:
+        """``waiter`` is told when the task's next job ends; returns None. Never suspends."""
+        self._check_usable()
+        task = self._engine.registry.task(check_id(task_id, "task_id"))
+        self._check_open()
+        self._engine.task_waiters.setdefault(task.id, []).append(waiter)
+        return None
+
+    async def _unwatch(self, ident: str, waiter: Waiter) -> None:
+        """Forget ``waiter`` (it gave up). Never suspends."""
+        for waiters in (self._engine.job_waiters, self._engine.task_waiters):
+            listed = waiters.get(ident)
+            if listed is not None and waiter in listed:
+                listed.remove(waiter)
+                if not listed:
+                    del waiters[ident]
+
+    def _check_open(self) -> None:
+        if self._state is not _State.OPEN and self._state is not _State.UNOPENED:
+            raise SchedulerStateError("the scheduler is shutting down: no job will end any more")
+
+    async def stats(self) -> Stats:
+        """A snapshot of the pool, the queue, start lag and the store's backlog."""
+        self._check_usable()
+        engine = self._engine
+        registry = engine.registry
+        pool = engine._pool
+        running = registry.running.values()
+        by_status = dict.fromkeys(_TaskStatus, 0)
+        retries = 0
+        for task in registry.tasks.values():
+            by_status[task.status] += 1
+            retries += sum(1 for job in task.retries if job.retry_due is not None)
+        lags = sorted(engine.lags)
+        ready = registry.ready
+        now = engine.clock.monotonic()
+        return Stats(
+            pool_size=self._config.pool_size,
+            pool_in_use=0 if pool is None else int(pool.borrowed_tokens),
+            jobs_running=len(registry.running),
+            jobs_queued=len(ready),
+            jobs_overrunning=sum(1 for job in running if job.timed_out),
+            retries_waiting=retries,
+            tasks_by_status=by_status,
+            jobs_ended=dict(engine.ended),
+            start_lag_p50=_percentile(lags, 0.50),
+            start_lag_p99=_percentile(lags, 0.99),
+            lag_window=LAG_WINDOW,
+            oldest_queued_wait=max(0.0, now - ready[0].due) if ready else None,
+            store_backlog=engine.store.backlog,
+        )
 
     async def add_listener(self, event: Event, callback: Listener) -> None:
         """Call ``callback`` on every ``event``; sync or async, on the main loop.

@@ -19,9 +19,12 @@ applies exactly one of them, so no await can ever interleave with a change.
 from __future__ import annotations
 
 import asyncio
+import functools
+import heapq
 import logging
 import math
 import random
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -32,9 +35,11 @@ from anyio.abc import TaskGroup, TaskStatus
 from ._clock import Clock
 from ._config import QuivConfig
 from ._dispatch import Delivery, Dispatcher
+from ._exceptions import QuivError, SchedulerClosedError, TaskNotFoundError
 from ._ids import new_id
 from ._inbox import Inbox
-from ._models import Event, JobStatus
+from ._jobpolicy import retry_delay
+from ._models import Event, Job, JobStatus
 from ._registry import JobEntry, Registry, TaskEntry, missed_reason
 from ._store import Store
 from ._triggers import Moment, jitter_delay, settle_overdue
@@ -46,7 +51,10 @@ if TYPE_CHECKING:
 
     _AnyLogger: TypeAlias = logging.Logger | logging.LoggerAdapter[Any]
 
-__all__ = ["Engine"]
+__all__ = ["LAG_WINDOW", "Engine", "Waiter"]
+
+#: Told once when a job ends: its final snapshot, or why it never will.
+Waiter = Callable[["Job | QuivError"], None]
 
 _FINAL_EVENT = {
     JobStatus.COMPLETED: Event.JOB_COMPLETED,
@@ -63,6 +71,8 @@ JUMP_TOLERANCE = 0.1
 #: ones are folded in (a per-second cron after a day's suspend is 86,400 of them).
 OVERDUE_LIMIT = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: How many recent starts ``stats()`` computes start lag over.
+LAG_WINDOW = 1000
 
 
 def _uncancel_current_task() -> None:
@@ -76,6 +86,19 @@ def _uncancel_current_task() -> None:
 def _fate(job: JobEntry) -> str:
     """What shutdown does to a job that outlives its grace period."""
     return "async: cancelled" if job.task.is_async else "sync: left running in its thread"
+
+
+_CUT_REASON = {
+    "force": "cancelled at once by cancel_job(force=True)",
+    "timeout": "cancelled: still running when its timeout's grace period ended",
+}
+
+
+def _timed_out(job: JobEntry) -> str:
+    timeout = job.task.job_policy.timeout
+    limit = "its timeout" if timeout is None else f"{timeout:g}s"
+    how = "; it was cancelled after its grace period" if job.cut else ""
+    return f"timed out: still running after {limit}{how}"
 
 
 def _ignore_progress(*_args: Any, **_payload: Any) -> None:
@@ -151,6 +174,16 @@ class Engine:
         self._grace: anyio.CancelScope | None = None  # the shutdown grace wait, while it lasts
         self._forced = False  # shutdown was told to stop waiting for running jobs
         self._services_done: list[anyio.Event] = []
+        #: Seconds a timed-out async handler gets to honour its stop event before
+        #: it is cancelled; set by AsyncQuiv.
+        self.cancel_grace = 1.0
+        # One-off timers (retry backoffs, timeouts): (monotonic due, seq, callback).
+        self._timers: list[tuple[float, int, Callable[[Moment], None]]] = []
+        self._timer_seq = 0
+        self.job_waiters: dict[str, list[Waiter]] = {}
+        self.task_waiters: dict[str, list[Waiter]] = {}
+        self.ended: dict[JobStatus, int] = dict.fromkeys(_FINAL_EVENT, 0)
+        self.lags: deque[float] = deque(maxlen=LAG_WINDOW)  # due to start, seconds
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -190,6 +223,7 @@ class Engine:
             task_group, self.config.pool_size, self._on_job_end, self._hook, handoff
         )
         self.dispatcher.bind(asyncio.get_running_loop(), main_loop, handoff)
+        self._workers.main_loop = main_loop or asyncio.get_running_loop()
         self.store.start()
         self.running = True
         task_group.start_soon(self.inbox.run, name="quiv-inbox")
@@ -210,6 +244,9 @@ class Engine:
         registry = self.registry
         for job in list(registry.ready):
             self.cancel_queued(job, "the scheduler shut down before it started")
+        for task in list(registry.tasks.values()):
+            for job in list(task.retries):
+                self.cancel_queued(job, "the scheduler shut down before its retry was due")
         for job in registry.running.values():
             job.request_stop()
         interrupted: BaseException | None = None
@@ -245,6 +282,7 @@ class Engine:
                 "progress callback and were dropped",
                 undelivered,
             )
+        self._release_waiters(SchedulerClosedError())
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()  # whatever still hangs on, ends now
         if interrupted is not None:
@@ -358,6 +396,11 @@ class Engine:
         self.registry.unschedule(task)
         if task.queued is not None:
             self.cancel_queued(task.queued, "its task was paused before it started")
+        now = self.clock.monotonic()
+        for job in task.retries:  # a retry waits with its task
+            if job.retry_due is None:  # queued for the pool: back to waiting, due now
+                self.registry.discard_queued(job)
+                job.retry_due = now
         self.store.save_task(task)
         self.emit_task(Event.TASK_PAUSED, task)
         return True
@@ -370,29 +413,38 @@ class Engine:
             self._schedule(task, task.timeline.start(now, delay))
         elif task.running and task.queued is None:
             task.resume_at = now.mono + delay  # applied when the run ends
+        for job in task.retries:
+            if job.retry_due is not None:
+                self._arm_retry(job)
         self.store.save_task(task)
         self.emit_task(Event.TASK_RESUMED, task)
         self._wake_for(task)
 
-    def cancel(self, job: JobEntry) -> bool:
+    def cancel(self, job: JobEntry, force: bool = False) -> bool:
         if job.status.is_final:
             return False
         if job.status is JobStatus.SCHEDULED:
             self.cancel_queued(job, "cancelled before it started")
         job.request_stop()
+        if force:
+            self._cut(job, "force")
         return True
 
     def remove(self, task: TaskEntry) -> None:
         self.registry.remove_task(task)
         if task.trigger.wall_clock:
             self._wall_tasks -= 1
-        for job in task.jobs:
+        for job in task.jobs + task.retries:
             if job.status is JobStatus.SCHEDULED:
                 self.cancel_queued(job, "its task was removed before it started")
             else:
                 job.request_stop()
         self.store.delete_task(task.id)
         self.emit_task(Event.TASK_REMOVED, task)
+        waiters = self.task_waiters.pop(task.id, None)
+        if waiters:
+            for waiter in waiters:
+                waiter(TaskNotFoundError(task.id))
 
     def cancel_queued(self, job: JobEntry, reason: str) -> None:
         job.request_stop()
@@ -401,15 +453,17 @@ class Engine:
 
     # -- planning ------------------------------------------------------------
 
+    def _random(self) -> random.Random:
+        """The source of jitter and backoff, made on first use (seeding it costs a syscall)."""
+        if self._rng is None:
+            self._rng = random.Random()
+        return self._rng
+
     def _schedule(self, task: TaskEntry, slot: Moment | None) -> None:
         """Put ``task`` on the heap for ``slot`` (its job starts after a random jitter)."""
         if slot is None:
             return  # the trigger fires no more
-        jitter = 0.0
-        if task.policy.jitter:
-            if self._rng is None:
-                self._rng = random.Random()
-            jitter = jitter_delay(task.policy.jitter, self._rng)
+        jitter = jitter_delay(task.policy.jitter, self._random()) if task.policy.jitter else 0.0
         self.registry.schedule(task, slot, jitter=jitter)
 
     def _plan(self, task: TaskEntry, now: Moment, *, ended: bool) -> None:
@@ -503,7 +557,104 @@ class Engine:
     def _record_missed(self, task: TaskEntry, slot: Moment, now: Moment) -> None:
         job = self.registry.record_missed(task, new_id(), slot, now)
         self.store.save_job(job)
+        self._ended(job)
         self.emit_job(Event.JOB_MISSED, job)
+
+    # -- timers: retry backoffs and timeouts -----------------------------------
+
+    def _at(self, when: float, fire: Callable[[Moment], None]) -> None:
+        """Call ``fire(now)`` on the loop once monotonic time reaches ``when``."""
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, fire))
+        if when < self._sleeping_until and self._wakeup is not None:
+            self._wakeup.set()
+
+    def _fire_timers(self, now: Moment) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now.mono:
+            _, _, fire = heapq.heappop(timers)
+            fire(now)
+
+    def _should_retry(self, job: JobEntry) -> bool:
+        task = job.task
+        return (
+            job.attempt <= task.job_policy.max_retries
+            and self.running
+            and not task.removed
+            and not job.stop_requested  # cancelled, or timed out: not retried
+        )
+
+    def _schedule_retry(self, failed: JobEntry, now: Moment) -> JobEntry:
+        """The next attempt of ``failed``, due after a random backoff."""
+        task, policy = failed.task, failed.task.job_policy
+        delay = retry_delay(
+            failed.attempt, policy.retry_backoff, policy.retry_backoff_max, self._random()
+        )
+        due = Moment(now.mono + delay, now.wall + timedelta(seconds=delay))
+        waiting = delay > 0 or task.paused
+        job = self.registry.create_retry(failed, new_id(), due, waiting=waiting)
+        self.store.save_job(job)
+        if waiting and not task.paused:
+            self._arm_retry(job)
+        return job
+
+    def _arm_retry(self, job: JobEntry) -> None:
+        assert job.retry_due is not None
+        job.retry_timer += 1
+        timer = job.retry_timer
+
+        def due(now: Moment) -> None:
+            if job.retry_timer != timer or job.retry_due is None or job.task.paused:
+                return  # cancelled, re-armed, or its task was paused (re-armed on resume)
+            job.retry_due = None
+            self.registry.ready.append(job)
+
+        self._at(job.retry_due, due)
+
+    def _time_out(self, job: JobEntry, timeout: float, now: Moment) -> None:
+        """``job`` ran ``timeout`` seconds: set its stop event; async ones are cut off later."""
+        if job.status is not JobStatus.RUNNING:
+            return
+        if not job.stop_requested:
+            job.timed_out = True
+            self.logger.warning(
+                "quiv task %r (job %s) timed out after %gs; its stop event is set%s",
+                job.task.name,
+                job.id,
+                timeout,
+                f" and it is cancelled in {self.cancel_grace:g}s unless it returns"
+                if job.task.is_async
+                else " (a sync handler cannot be killed: it keeps its slot until it returns)",
+            )
+        job.request_stop()
+        if job.task.is_async:
+            self._at(now.mono + self.cancel_grace, lambda _now: self._cut(job, "timeout"))
+
+    def _cut(self, job: JobEntry, reason: str) -> None:
+        """Cancel a running async handler now, through its task; sync ones cannot be."""
+        if job.status is not JobStatus.RUNNING or not job.task.is_async or job.cut is not None:
+            return
+        job.cut = reason
+        job.request_stop()
+        if job.handle is not None:
+            job.handle.cancel()  # else its worker sees ``cut`` before it starts it
+
+    def _ended(self, job: JobEntry) -> None:
+        """Count ``job``'s end and tell whoever waits for it."""
+        self.ended[job.status] += 1
+        if self.job_waiters or self.task_waiters:
+            model = job.to_model()
+            for waiter in self.job_waiters.pop(job.id, ()):
+                waiter(model)
+            for waiter in self.task_waiters.pop(job.task.id, ()):
+                waiter(model)
+
+    def _release_waiters(self, error: QuivError) -> None:
+        for waiters in (*self.job_waiters.values(), *self.task_waiters.values()):
+            for waiter in waiters:
+                waiter(error)
+        self.job_waiters.clear()
+        self.task_waiters.clear()
 
     # -- the scheduler loop --------------------------------------------------
 
@@ -536,6 +687,8 @@ class Engine:
         registry = self.registry
         now = self.now()
         self._check_wall_clock(now)
+        if self._timers:
+            self._fire_timers(now)
         self._dispatch_due(now)
         deadline = registry.next_due()
         oldest = registry.oldest_finished_end()
@@ -554,6 +707,9 @@ class Engine:
             # this long, only while wall-clock tasks exist (see docs/scheduling.md).
             limit = now.mono + recheck
             deadline = limit if deadline is None else min(deadline, limit)
+        if self._timers:
+            first = self._timers[0][0]
+            deadline = first if deadline is None else min(deadline, first)
         return deadline
 
     def _check_wall_clock(self, now: Moment) -> None:
@@ -627,11 +783,15 @@ class Engine:
                 self._finish_job(job, JobStatus.MISSED, None, start_next=False)
                 continue
             registry.start_job(job, now)
+            self.lags.append(now.mono - job.due)
             if job.number <= self._queued_through:
                 self._late.record(job, now.mono - job.due, now.mono)
             self.store.save_job(job)
             self.emit_job(Event.JOB_STARTED, job)
             workers.submit(job)
+            timeout = task.job_policy.timeout
+            if timeout is not None:
+                self._at(now.mono + timeout, functools.partial(self._time_out, job, timeout))
             self._plan(task, now, ended=False)
 
     def _hook(self, job: JobEntry) -> Callable[..., None]:
@@ -654,6 +814,10 @@ class Engine:
             return  # an abandoned thread reporting after shutdown gave up on it
         assert self._pool is not None
         self._pool.release_on_behalf_of(job)
+        if job.timed_out:
+            status, error, error_type = JobStatus.FAILED, _timed_out(job), "TimeoutError"
+        elif job.cut is not None:
+            status, error, error_type = JobStatus.CANCELLED, _CUT_REASON[job.cut], None
         self._finish_job(job, status, error, error_type)
 
     def _finish_job(
@@ -673,16 +837,23 @@ class Engine:
             error = missed_reason(task, job.slot, now)
         registry.finish_job(job, status, error, now, error_type)
         self.store.save_job(job)
+        retrying = False
         if status is JobStatus.FAILED:
             self.logger.error(
                 "quiv task %r (job %s) failed: %s: %s", task.name, job.id, error_type, error
             )
+            retrying = self._should_retry(job)
+            if retrying:
+                self._schedule_retry(job, now)
+        self._ended(job)
         # The final event goes out before anything this end lets start: _plan
         # and _start_ready below are the only ways a run can start from here.
         self.emit_job(_FINAL_EVENT[status], job)
+        if retrying:
+            self.emit_job(Event.JOB_RETRYING, job)
         if task.removed:
             pass
-        elif task.one_shot and task.consumed and not task.jobs:
+        elif task.one_shot and task.consumed and not task.jobs and not task.retries:
             self.remove(task)
         else:
             self._plan(task, now, ended=True)

@@ -23,6 +23,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from ._exceptions import JobNotFoundError, TaskNotFoundError
+from ._jobpolicy import JobPolicy
 from ._models import Job, JobStatus, Task, TaskStatus, build_model
 from ._triggers import Moment, RunPolicy, Timeline, Trigger, zone_name
 
@@ -40,6 +41,8 @@ JOB_COLUMNS = (
     "duration_seconds",
     "error_message",
     "error_type",
+    "attempt",
+    "retry_of",
 )
 
 
@@ -93,6 +96,9 @@ class TaskEntry:
     resume_at: float | None = None  # resume arrived while a job was running
     version: int = 0
     snapshot: Task | None = None
+    job_policy: JobPolicy = field(default_factory=JobPolicy)
+    #: Retries not started yet: waiting out their backoff, or queued for the pool.
+    retries: list[JobEntry] = field(default_factory=list)
 
     @property
     def one_shot(self) -> bool:
@@ -131,6 +137,10 @@ class TaskEntry:
             "misfire_grace": policy.misfire_grace,
             "coalesce": policy.coalesce,
             "max_instances": policy.max_instances,
+            "max_retries": self.job_policy.max_retries,
+            "retry_backoff": self.job_policy.retry_backoff,
+            "retry_backoff_max": self.job_policy.retry_backoff_max,
+            "timeout": self.job_policy.timeout,
         }
 
     def to_model(self) -> Task:
@@ -175,6 +185,17 @@ class JobEntry:
     stop_requested: bool = False
     # Only handlers that declare ``_stop_event`` get one; an Event is not free.
     stop_event: threading.Event | None = None
+    attempt: int = 1
+    retry_of: str | None = None
+    #: While a retry waits out its backoff: the monotonic time it is due, and
+    #: which of its timer entries is current (older ones are stale).
+    retry_due: float | None = None
+    retry_timer: int = 0
+    timed_out: bool = False  # ran past its task's timeout (its stop event is set)
+    #: Why the engine cut this async job off ("timeout", "force"); None if it did not.
+    cut: str | None = None
+    #: The asyncio task running this async job's handler, while it runs.
+    handle: Any = None
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -194,6 +215,8 @@ class JobEntry:
                 "duration_seconds": self.duration,
                 "error_message": self.error,
                 "error_type": self.error_type,
+                "attempt": self.attempt,
+                "retry_of": self.retry_of,
             },
         )
 
@@ -210,6 +233,8 @@ class JobEntry:
             self.duration,
             self.error,
             self.error_type,
+            self.attempt,
+            self.retry_of,
         )
 
 
@@ -322,6 +347,27 @@ class Registry:
         self.ready.append(job)
         return job
 
+    def create_retry(
+        self, failed: JobEntry, job_id: str, due: Moment, *, waiting: bool
+    ) -> JobEntry:
+        """A ``scheduled`` retry of ``failed``, due at ``due``.
+
+        It waits out its backoff (``waiting``, see ``retry_due``) or, if due
+        already, is queued for the pool at once.
+        """
+        task = failed.task
+        job = self._new_job(task, job_id, due, due.mono, False)
+        job.attempt = failed.attempt + 1
+        job.retry_of = failed.retry_of or failed.id
+        if failed.stop_event is not None:
+            job.stop_event = threading.Event()
+        task.retries.append(job)
+        if waiting:
+            job.retry_due = due.mono
+        else:
+            self.ready.append(job)
+        return job
+
     def record_missed(self, task: TaskEntry, job_id: str, slot: Moment, now: Moment) -> JobEntry:
         """A run due at ``slot`` that could not start within grace: a ``missed`` record."""
         job = self._new_job(task, job_id, slot, slot.mono, True)
@@ -336,6 +382,8 @@ class Registry:
         self.running[job.id] = job
         if task.queued is job:
             task.queued = None
+        elif job.retry_of is not None:
+            task.retries.remove(job)
         task.running.append(job)
         task.snapshot = None
         if job.on_cadence:
@@ -360,6 +408,9 @@ class Registry:
             task.running.remove(job)
         if task.queued is job:
             task.queued = None
+        elif not ran and job.retry_of is not None:
+            task.retries.remove(job)
+            job.retry_due = None
         self._end(job, status, error, now, ran, error_type)
 
     def _end(

@@ -64,6 +64,10 @@ class TaskRecord(SQLModel, table=True):
     misfire_grace: float | None = None
     coalesce: bool
     max_instances: int
+    max_retries: int
+    retry_backoff: float
+    retry_backoff_max: float
+    timeout: float | None = None
 
 
 class JobRecord(SQLModel, table=True):
@@ -80,6 +84,8 @@ class JobRecord(SQLModel, table=True):
     duration_seconds: float | None = None
     error_message: str | None = None
     error_type: str | None = None
+    attempt: int
+    retry_of: str | None = None
 
 
 #: ``quiv-<pid>-<mkdtemp's random part>``: the pid of the process that made it.
@@ -540,3 +546,8 @@ class Store:
         async with self._engine.connect() as connection:
             result = await connection.execute(source.select())
             return [dict(row._mapping) for row in result]
+
+    @property
+    def backlog(self) -> int:
+        """Changes noted and not yet handed to the database (for ``stats()``)."""
+        return len(self._tasks) + len(self._jobs)
