@@ -171,7 +171,7 @@ class Engine:
         self._dispatching = False  # inside _dispatch_due: no nested dispatch
         self._wall_tasks = 0  # tasks with a wall-clock trigger
         self._wall_offset: float | None = None  # wall - monotonic seconds, last seen
-        self._rng = random.Random()  # jitter
+        self._rng: random.Random | None = None  # for jitter; seeding it costs a syscall
         self._idle: anyio.Event | None = None
         self._grace: anyio.CancelScope | None = None  # the shutdown grace wait, while it lasts
         self._forced = False  # shutdown was told to stop waiting for running jobs
@@ -455,11 +455,17 @@ class Engine:
 
     # -- planning ------------------------------------------------------------
 
+    def _random(self) -> random.Random:
+        """The source of jitter and backoff, made on first use (seeding it costs a syscall)."""
+        if self._rng is None:
+            self._rng = random.Random()
+        return self._rng
+
     def _schedule(self, task: TaskEntry, slot: Moment | None) -> None:
         """Put ``task`` on the heap for ``slot`` (its job starts after a random jitter)."""
         if slot is None:
             return  # the trigger fires no more
-        jitter = jitter_delay(task.policy.jitter, self._rng)
+        jitter = jitter_delay(task.policy.jitter, self._random()) if task.policy.jitter else 0.0
         self.registry.schedule(task, slot, jitter=jitter)
 
     def _plan(self, task: TaskEntry, now: Moment, *, ended: bool) -> None:
@@ -584,7 +590,7 @@ class Engine:
         """The next attempt of ``failed``, due after a random backoff."""
         task, policy = failed.task, failed.task.job_policy
         delay = retry_delay(
-            failed.attempt, policy.retry_backoff, policy.retry_backoff_max, self._rng
+            failed.attempt, policy.retry_backoff, policy.retry_backoff_max, self._random()
         )
         due = Moment(now.mono + delay, now.wall + timedelta(seconds=delay))
         waiting = delay > 0 or task.paused
