@@ -1,14 +1,18 @@
-"""Helpers shared by the tests: event recorders that wait under a deadline."""
+"""Helpers shared by the tests: event recorders that wait under a deadline, and
+a driver that runs one scenario on either facade."""
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 
-from quiv import AsyncQuiv, Event, Job, Quiv, Task
+from quiv import AsyncQuiv, Event, Job, Quiv, Stats, Task, VirtualClock
+from quiv._engine import Engine
 
 Record = tuple[str, str, str | None]  # (event, task name, job status or None)
 
@@ -25,7 +29,7 @@ class AsyncRecorder:
         self.jobs: list[Job] = []
         self._changed = anyio.Event()
 
-    async def attach(self, scheduler: AsyncQuiv) -> None:
+    async def attach(self, scheduler: AsyncQuiv | Driver) -> None:
         for event in Event:
             await scheduler.add_listener(event, self._listener)
 
@@ -80,3 +84,96 @@ class SyncRecorder:
 
 def noop(*_args: Any, **_kwargs: Any) -> None:
     """A picklable do-nothing handler."""
+
+
+FACADES = ["AsyncQuiv", "Quiv"]
+
+
+class Driver:
+    """Either facade behind one awaitable API, so a scenario is written once and run on both.
+
+    ``Quiv``'s blocking methods are called from a worker thread, as an app's own
+    threads call them. It is started from the test's loop, so its listeners run
+    there and an :class:`AsyncRecorder` hears both facades alike.
+    """
+
+    def __init__(self, scheduler: AsyncQuiv | Quiv) -> None:
+        self.scheduler = scheduler
+        core = scheduler if isinstance(scheduler, AsyncQuiv) else scheduler._core
+        self.engine: Engine = core._engine
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        method = getattr(self.scheduler, name)
+        if isinstance(self.scheduler, AsyncQuiv):
+            return await method(*args, **kwargs)
+        return await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs))
+
+    async def advance(self, seconds: float) -> None:
+        """Move the scheduler's VirtualClock on the scheduler's loop (it is not thread-safe)."""
+        clock = self.engine.clock
+        assert isinstance(clock, VirtualClock)
+        if isinstance(self.scheduler, AsyncQuiv):
+            clock.advance(seconds)
+            return
+        portal = self.scheduler._portal
+        assert portal is not None
+        await anyio.to_thread.run_sync(portal.call, clock.advance, seconds)
+
+    async def add_listener(self, event: Event, callback: Callable[..., None]) -> None:
+        await self._call("add_listener", event, callback)
+
+    async def add_task(self, name: str, func: Callable[..., Any], **options: Any) -> str:
+        task_id: str = await self._call("add_task", name, func, **options)
+        return task_id
+
+    async def update_task(self, task_id: str, **changes: Any) -> Task:
+        task: Task = await self._call("update_task", task_id, **changes)
+        return task
+
+    async def pause_task(self, task_id: str) -> None:
+        await self._call("pause_task", task_id)
+
+    async def resume_task(self, task_id: str, delay: float = 0) -> None:
+        await self._call("resume_task", task_id, delay)
+
+    async def remove_task(self, task_id: str) -> None:
+        await self._call("remove_task", task_id)
+
+    async def cancel_job(self, job_id: str, *, force: bool = False) -> bool:
+        cancelled: bool = await self._call("cancel_job", job_id, force=force)
+        return cancelled
+
+    async def get_job(self, job_id: str) -> Job:
+        job: Job = await self._call("get_job", job_id)
+        return job
+
+    async def get_all_jobs(self, **filters: Any) -> list[Job]:
+        jobs: list[Job] = await self._call("get_all_jobs", **filters)
+        return jobs
+
+    async def stats(self) -> Stats:
+        stats: Stats = await self._call("stats")
+        return stats
+
+    async def wait_for_job(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - the API's name
+        job: Job = await self._call("wait_for_job", job_id, timeout)
+        return job
+
+    async def wait_for_task(self, task_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - the API's name
+        job: Job = await self._call("wait_for_task", task_id, timeout)
+        return job
+
+
+@asynccontextmanager
+async def driven(facade: str, **options: Any) -> AsyncIterator[Driver]:
+    """A running scheduler of ``facade`` ("AsyncQuiv" or "Quiv"), closed on exit."""
+    if facade == "AsyncQuiv":
+        async with AsyncQuiv(**options) as scheduler:
+            yield Driver(scheduler)
+        return
+    sync = Quiv(**options)
+    sync.start()  # from the test's loop: listeners are delivered on it
+    try:
+        yield Driver(sync)
+    finally:
+        await anyio.to_thread.run_sync(sync.shutdown)

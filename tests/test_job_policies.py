@@ -16,7 +16,7 @@ import anyio
 import pytest
 from pydantic import ValidationError
 
-from _support import AsyncRecorder, SyncRecorder
+from _support import FACADES, AsyncRecorder, SyncRecorder, driven
 from quiv import (
     AsyncQuiv,
     ConfigurationError,
@@ -49,8 +49,8 @@ class Flaky:
             raise ValueError(f"boom {self.calls}")
 
 
-async def _quiet(scheduler: AsyncQuiv, clock: VirtualClock) -> None:
-    """Let the loop run whatever it can without time moving (a few loop turns)."""
+async def _quiet() -> None:
+    """Let the scheduler's loop run whatever it can without time moving."""
     for _ in range(20):
         await anyio.sleep(0.005)
 
@@ -71,11 +71,11 @@ def test_backoff_doubles_and_caps() -> None:
 # -- retries ----------------------------------------------------------------------
 
 
-async def test_fails_twice_then_succeeds_three_records_and_exact_backoff() -> None:
-    clock = VirtualClock()
+@pytest.mark.parametrize("facade", FACADES)
+async def test_fails_twice_then_succeeds_three_records_and_exact_backoff(facade: str) -> None:
     flaky = Flaky(2)
-    async with AsyncQuiv(clock=clock) as scheduler:
-        scheduler._engine._rng = random.Random(7)
+    async with driven(facade, clock=VirtualClock()) as scheduler:
+        scheduler.engine._rng = random.Random(7)
         twin = random.Random(7)
         waits = [retry_delay(1, 10.0, 300.0, twin), retry_delay(2, 10.0, 300.0, twin)]
         recorder = AsyncRecorder()
@@ -91,10 +91,10 @@ async def test_fails_twice_then_succeeds_three_records_and_exact_backoff() -> No
             assert failed.ended_at is not None
             assert retry.started_at == failed.ended_at + timedelta(seconds=wait)
             assert (await scheduler.stats()).retries_waiting == 1
-            clock.advance(wait - 1e-6)  # just short of the backoff: nothing starts
-            await _quiet(scheduler, clock)
+            await scheduler.advance(wait - 1e-6)  # just short of the backoff: nothing starts
+            await _quiet()
             assert recorder.count(Event.JOB_STARTED) == attempt
-            clock.advance(1e-6)
+            await scheduler.advance(1e-6)
             elapsed += wait
             await recorder.wait_for(Event.JOB_STARTED, attempt + 1)
         await recorder.wait_for(Event.JOB_COMPLETED)
@@ -121,8 +121,9 @@ async def test_fails_twice_then_succeeds_three_records_and_exact_backoff() -> No
     assert [job.id for job in retrying] == [jobs[0].id, jobs[0].id, jobs[1].id, jobs[1].id]
 
 
-async def test_retries_exhausted() -> None:
-    async with AsyncQuiv(clock=VirtualClock()) as scheduler:
+@pytest.mark.parametrize("facade", FACADES)
+async def test_retries_exhausted(facade: str) -> None:
+    async with driven(facade, clock=VirtualClock()) as scheduler:
         recorder = AsyncRecorder()
         await recorder.attach(scheduler)
         tid = await scheduler.add_task(
@@ -143,8 +144,9 @@ async def test_retries_exhausted() -> None:
     assert stats.retries_waiting == 0 and stats.jobs_ended[JobStatus.FAILED] == 2
 
 
+@pytest.mark.parametrize("facade", FACADES)
 @pytest.mark.parametrize("raises", [False, True], ids=["returns", "raises-after-stop"])
-async def test_a_cancelled_run_is_not_retried(raises: bool) -> None:
+async def test_a_cancelled_run_is_not_retried(raises: bool, facade: str) -> None:
     started = threading.Event()
 
     async def stops(_stop_event: threading.Event) -> None:
@@ -153,7 +155,7 @@ async def test_a_cancelled_run_is_not_retried(raises: bool) -> None:
         if raises:
             raise RuntimeError("stopping")
 
-    async with AsyncQuiv() as scheduler:
+    async with driven(facade) as scheduler:
         recorder = AsyncRecorder()
         await recorder.attach(scheduler)
         tid = await scheduler.add_task("c", stops, interval=HOUR, max_retries=3, retry_backoff=0)
@@ -161,22 +163,23 @@ async def test_a_cancelled_run_is_not_retried(raises: bool) -> None:
         (job,) = await scheduler.get_all_jobs(task_id=tid)
         assert await scheduler.cancel_job(job.id)
         ended = await scheduler.wait_for_job(job.id, timeout=WITHIN)
-        await _quiet(scheduler, VirtualClock())
+        await _quiet()
         assert len(await scheduler.get_all_jobs(task_id=tid)) == 1
     assert ended.status is (JobStatus.FAILED if raises else JobStatus.CANCELLED)
     assert recorder.count(Event.JOB_RETRYING) == 0
 
 
-async def test_a_retry_waits_with_its_paused_task_and_runs_on_resume() -> None:
+@pytest.mark.parametrize("facade", FACADES)
+async def test_a_retry_waits_with_its_paused_task_and_runs_on_resume(facade: str) -> None:
     clock = VirtualClock()
-    async with AsyncQuiv(clock=clock) as scheduler:
+    async with driven(facade, clock=clock) as scheduler:
         recorder = AsyncRecorder()
         await recorder.attach(scheduler)
         tid = await scheduler.add_task("p", Flaky(1), interval=HOUR, max_retries=1, retry_backoff=4)
         await recorder.wait_for(Event.JOB_RETRYING)
         await scheduler.pause_task(tid)
-        clock.advance(10)  # past any backoff: the retry still waits with its task
-        await _quiet(scheduler, clock)
+        await scheduler.advance(10)  # past any backoff: the retry still waits with its task
+        await _quiet()
         assert recorder.count(Event.JOB_STARTED) == 1
         assert (await scheduler.stats()).retries_waiting == 1
         await scheduler.resume_task(tid, 1800)  # the next normal run is far off
@@ -186,9 +189,9 @@ async def test_a_retry_waits_with_its_paused_task_and_runs_on_resume() -> None:
     assert jobs[1].started_at == clock.now() - timedelta(seconds=0)
 
 
-async def test_resume_now_runs_a_normal_run_and_the_waiting_retry_still_runs() -> None:
-    clock = VirtualClock()
-    async with AsyncQuiv(clock=clock) as scheduler:
+@pytest.mark.parametrize("facade", FACADES)
+async def test_resume_now_runs_a_normal_run_and_the_waiting_retry_still_runs(facade: str) -> None:
+    async with driven(facade, clock=VirtualClock()) as scheduler:
         recorder = AsyncRecorder()
         await recorder.attach(scheduler)
         tid = await scheduler.add_task(
@@ -202,23 +205,23 @@ async def test_resume_now_runs_a_normal_run_and_the_waiting_retry_still_runs() -
         normal = (await scheduler.get_all_jobs(task_id=tid))[-1]
         assert (normal.attempt, normal.status) == (1, JobStatus.COMPLETED)
         assert (await scheduler.get_job(retry.id)).status is JobStatus.SCHEDULED
-        clock.advance(100)
+        await scheduler.advance(100)
         done = await scheduler.wait_for_job(retry.id, timeout=WITHIN)
     assert (done.attempt, done.status) == (2, JobStatus.COMPLETED)
 
 
-async def test_remove_task_drops_a_waiting_retry() -> None:
-    clock = VirtualClock()
-    async with AsyncQuiv(clock=clock) as scheduler:
+@pytest.mark.parametrize("facade", FACADES)
+async def test_remove_task_drops_a_waiting_retry(facade: str) -> None:
+    async with driven(facade, clock=VirtualClock()) as scheduler:
         recorder = AsyncRecorder()
         await recorder.attach(scheduler)
         tid = await scheduler.add_task("x", Flaky(5), interval=HOUR, max_retries=1, retry_backoff=5)
         await recorder.wait_for(Event.JOB_RETRYING)
         (_, retry) = await scheduler.get_all_jobs(task_id=tid)
         await scheduler.remove_task(tid)
-        clock.advance(60)
+        await scheduler.advance(60)
         await recorder.wait_for(Event.JOB_CANCELLED)
-        await _quiet(scheduler, clock)
+        await _quiet()
         ended = await scheduler.get_job(retry.id)
         stats = await scheduler.stats()
     assert ended.status is JobStatus.CANCELLED
@@ -226,8 +229,9 @@ async def test_remove_task_drops_a_waiting_retry() -> None:
     assert recorder.count(Event.JOB_STARTED) == 1 and stats.retries_waiting == 0
 
 
-async def test_update_task_sets_retries_and_timeout() -> None:
-    async with AsyncQuiv(clock=VirtualClock()) as scheduler:
+@pytest.mark.parametrize("facade", FACADES)
+async def test_update_task_sets_retries_and_timeout(facade: str) -> None:
+    async with driven(facade, clock=VirtualClock()) as scheduler:
         tid = await scheduler.add_task("u", Flaky(0), interval=HOUR, delay=HOUR)
         task = await scheduler.update_task(tid, max_retries=3, retry_backoff=0.5, timeout=9)
         assert (task.max_retries, task.retry_backoff, task.retry_backoff_max, task.timeout) == (
@@ -243,24 +247,23 @@ async def test_update_task_sets_retries_and_timeout() -> None:
 # -- timeouts ---------------------------------------------------------------------
 
 
-async def test_timeout_cancels_an_async_handler_that_ignores_its_stop_event() -> None:
-    clock = VirtualClock()
-    started = anyio.Event()
+@pytest.mark.parametrize("facade", FACADES)
+async def test_timeout_cancels_an_async_handler_that_ignores_its_stop_event(facade: str) -> None:
+    started = threading.Event()
 
     async def stubborn() -> None:
         started.set()
         await anyio.sleep_forever()
 
-    async with AsyncQuiv(clock=clock, pool_size=1, cancel_grace=2) as scheduler:
+    async with driven(facade, clock=VirtualClock(), pool_size=1, cancel_grace=2) as scheduler:
         recorder = AsyncRecorder()
         await recorder.attach(scheduler)
         await scheduler.add_task("s", stubborn, interval=HOUR, timeout=5, max_retries=2)
-        with anyio.fail_after(WITHIN):
-            await started.wait()
-        clock.advance(5)  # the timeout: the stop event is set, the handler ignores it
-        await _quiet(scheduler, clock)
+        assert await anyio.to_thread.run_sync(started.wait, WITHIN)
+        await scheduler.advance(5)  # the timeout: the stop event is set, the handler ignores it
+        await _quiet()
         overrun = await scheduler.stats()
-        clock.advance(2)  # cancel_grace later: cancelled for real
+        await scheduler.advance(2)  # cancel_grace later: cancelled for real
         await recorder.wait_for(Event.JOB_FAILED)
         after = await scheduler.stats()
         (job,) = await scheduler.get_all_jobs()
@@ -271,40 +274,42 @@ async def test_timeout_cancels_an_async_handler_that_ignores_its_stop_event() ->
     assert recorder.count(Event.JOB_RETRYING) == 0  # a timed-out run is not retried
 
 
-async def test_timeout_on_a_sync_handler_that_honours_its_stop_event() -> None:
-    clock = VirtualClock()
+@pytest.mark.parametrize("facade", FACADES)
+async def test_timeout_on_a_sync_handler_that_honours_its_stop_event(facade: str) -> None:
     started = threading.Event()
 
     def polite(_stop_event: threading.Event) -> None:
         started.set()
         _stop_event.wait(30)
 
-    async with AsyncQuiv(clock=clock) as scheduler:
+    async with driven(facade, clock=VirtualClock()) as scheduler:
         recorder = AsyncRecorder()
         await recorder.attach(scheduler)
         await scheduler.add_task("p", polite, interval=HOUR, timeout=3)
         await anyio.to_thread.run_sync(started.wait, WITHIN)
-        clock.advance(3)
+        await scheduler.advance(3)
         await recorder.wait_for(Event.JOB_FAILED)
         (job,) = await scheduler.get_all_jobs()
     assert (job.status, job.error_type, job.duration_seconds) == ("failed", "TimeoutError", 3.0)
 
 
-async def test_timeout_on_a_sync_handler_that_ignores_it_counts_as_overrunning() -> None:
-    clock = VirtualClock()
+@pytest.mark.parametrize("facade", FACADES)
+async def test_timeout_on_a_sync_handler_that_ignores_it_counts_as_overrunning(
+    facade: str,
+) -> None:
     started, release = threading.Event(), threading.Event()
 
     def deaf() -> None:
         started.set()
         release.wait(30)
 
-    async with AsyncQuiv(clock=clock, cancel_grace=0) as scheduler:
+    async with driven(facade, clock=VirtualClock(), cancel_grace=0) as scheduler:
         recorder = AsyncRecorder()
         await recorder.attach(scheduler)
         await scheduler.add_task("d", deaf, interval=HOUR, timeout=3)
         await anyio.to_thread.run_sync(started.wait, WITHIN)
-        clock.advance(10)
-        await _quiet(scheduler, clock)
+        await scheduler.advance(10)
+        await _quiet()
         stats = await scheduler.stats()
         (running,) = await scheduler.get_all_jobs()
         release.set()
@@ -319,8 +324,9 @@ async def test_timeout_on_a_sync_handler_that_ignores_it_counts_as_overrunning()
 # -- force ------------------------------------------------------------------------
 
 
-async def test_force_cancels_an_async_handler_that_never_checks() -> None:
-    started = anyio.Event()
+@pytest.mark.parametrize("facade", FACADES)
+async def test_force_cancels_an_async_handler_that_never_checks(facade: str) -> None:
+    started = threading.Event()
     cleaned_up: list[bool] = []
 
     async def oblivious() -> None:
@@ -330,12 +336,11 @@ async def test_force_cancels_an_async_handler_that_never_checks() -> None:
         finally:
             cleaned_up.append(True)
 
-    async with AsyncQuiv() as scheduler:
+    async with driven(facade) as scheduler:
         recorder = AsyncRecorder()
         await recorder.attach(scheduler)
         await scheduler.add_task("o", oblivious, interval=HOUR)
-        with anyio.fail_after(WITHIN):
-            await started.wait()
+        assert await anyio.to_thread.run_sync(started.wait, WITHIN)
         (job,) = await scheduler.get_all_jobs()
         assert await scheduler.cancel_job(job.id, force=True)
         ended = await scheduler.wait_for_job(job.id, timeout=WITHIN)
@@ -396,8 +401,9 @@ async def test_wait_for_job_finished_running_unknown_and_timeout() -> None:
     assert again == ended
 
 
-async def test_wait_for_task_returns_the_next_job_and_unknown_raises() -> None:
-    async with AsyncQuiv(clock=VirtualClock()) as scheduler:
+@pytest.mark.parametrize("facade", FACADES)
+async def test_wait_for_task_returns_the_next_job_and_unknown_raises(facade: str) -> None:
+    async with driven(facade, clock=VirtualClock()) as scheduler:
         tid = await scheduler.add_task("n", Flaky(0), interval=HOUR, delay=10)
         with pytest.raises(TaskNotFoundError):
             await scheduler.wait_for_task("no-such-task")
@@ -405,7 +411,7 @@ async def test_wait_for_task_returns_the_next_job_and_unknown_raises() -> None:
 
             async def advance() -> None:
                 await anyio.sleep(0.02)
-                scheduler._engine.clock.advance(10)  # type: ignore[attr-defined]
+                await scheduler.advance(10)
 
             group.start_soon(advance)
             job = await scheduler.wait_for_task(tid, timeout=WITHIN)
@@ -485,8 +491,8 @@ def test_sync_wait_is_released_by_shutdown() -> None:
 # -- stats ------------------------------------------------------------------------
 
 
-async def test_stats_under_a_known_load() -> None:
-    clock = VirtualClock()
+@pytest.mark.parametrize("facade", FACADES)
+async def test_stats_under_a_known_load(facade: str) -> None:
     release = threading.Event()
     entered = threading.Semaphore(0)
 
@@ -494,7 +500,7 @@ async def test_stats_under_a_known_load() -> None:
         entered.release()
         release.wait(30)
 
-    async with AsyncQuiv(clock=clock, pool_size=2) as scheduler:
+    async with driven(facade, clock=VirtualClock(), pool_size=2) as scheduler:
         recorder = AsyncRecorder()
         await recorder.attach(scheduler)
         before = await scheduler.stats()
@@ -504,7 +510,7 @@ async def test_stats_under_a_known_load() -> None:
         await scheduler.pause_task(paused)
         for _ in range(2):
             await anyio.to_thread.run_sync(entered.acquire, True, WITHIN)
-        clock.advance(3)
+        await scheduler.advance(3)
         busy = await scheduler.stats()
         release.set()
         await recorder.wait_for(Event.JOB_COMPLETED, 3)
@@ -533,6 +539,38 @@ async def test_stats_under_a_known_load() -> None:
     assert after.model_dump_json()  # a FastAPI endpoint can return it
     with pytest.raises(ValidationError, match="frozen"):
         after.pool_size = 5
+
+
+@pytest.mark.parametrize("facade", FACADES)
+async def test_oldest_queued_wait_is_the_longest_wait_whatever_the_queue_order(
+    facade: str,
+) -> None:
+    # A retry and a run falling due in the same tick join the queue retry first
+    # (timers fire before the due heap is read), though the run was due earlier.
+    release, held = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        held.set()
+        release.wait(30)
+
+    async with driven(facade, clock=VirtualClock(), pool_size=1) as scheduler:
+        scheduler.engine._rng = random.Random(0)
+        backoff = retry_delay(1, 10.0, 300.0, random.Random(0))
+        assert backoff > 2  # the retry falls due well after the run below
+        recorder = AsyncRecorder()
+        await recorder.attach(scheduler)
+        await scheduler.add_task("f", Flaky(1), interval=HOUR, max_retries=1, retry_backoff=10)
+        await recorder.wait_for(Event.JOB_RETRYING)
+        await scheduler.add_task("h", hold, interval=HOUR)
+        assert await anyio.to_thread.run_sync(held.wait, WITHIN)  # the one slot is taken
+        await scheduler.add_task("n", Flaky(0), interval=HOUR, delay=1)
+        await scheduler.advance(10)
+        await _quiet()
+        stats = await scheduler.stats()
+        release.set()
+        await recorder.wait_for(Event.JOB_COMPLETED, 3)
+    assert stats.jobs_queued == 2
+    assert stats.oldest_queued_wait == 9.0  # "n", due at 1; the retry has waited 10 - backoff
 
 
 # -- shutdown(timeout) ------------------------------------------------------------

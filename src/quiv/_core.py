@@ -1064,7 +1064,9 @@ class AsyncQuiv:
             start_lag_p50=_percentile(lags, 0.50),
             start_lag_p99=_percentile(lags, 0.99),
             lag_window=LAG_WINDOW,
-            oldest_queued_wait=max(0.0, now - ready[0].due) if ready else None,
+            # Not ready[0]: the queue is in arrival order, and a retry can arrive
+            # ahead of a run that fell due earlier in the same tick.
+            oldest_queued_wait=max(0.0, now - min(job.due for job in ready)) if ready else None,
             store_backlog=engine.store.backlog,
         )
 
