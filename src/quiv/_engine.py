@@ -351,6 +351,7 @@ class Engine:
         self.emit_task(Event.TASK_ADDED, task)
         first_run = task.next_run_at
         self._wake_for(task)
+        self._recheck_wall_within(now)
         return first_run
 
     def update(self, task: TaskEntry, retimed: bool) -> None:
@@ -371,6 +372,7 @@ class Engine:
         self._plan(task, now, ended=False)  # e.g. a larger max_instances allows a run now
         self.store.save_task(task)
         self._wake_for(task)
+        self._recheck_wall_within(now)
 
     def retimed(self, task: TaskEntry, was_wall_clock: bool) -> None:
         """Keep the count of wall-clock tasks right after ``task``'s trigger changed."""
@@ -506,6 +508,16 @@ class Engine:
         else:
             self._schedule(task, timeline.upcoming(now))
         self._wake_for(task)
+
+    def _recheck_wall_within(self, now: Moment) -> None:
+        """Bring the loop's wake-up within the clock's ``wall_recheck`` if it needs one.
+
+        A wall-clock task just added (or retimed) must not wait for a wake-up
+        planned before it existed to have its wall clock looked at.
+        """
+        recheck: float | None = getattr(self.clock, "wall_recheck", None)
+        if recheck is not None and self._wall_tasks > 0:
+            self._wake_by(now.mono + recheck)
 
     def _wake_for(self, task: TaskEntry) -> None:
         if task.due is not None:
