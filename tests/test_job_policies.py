@@ -608,3 +608,27 @@ async def test_shutdown_timeout_overrides_the_option(facade: str) -> None:
     finally:
         release.set()
     assert 0.15 <= elapsed < 2.0
+
+
+def test_a_sync_handler_cannot_wait_for_the_next_end_of_its_own_task() -> None:
+    """With max_instances=1 the next end of its own task is its own: refused, not a hang."""
+    refused: list[str] = []
+    done = threading.Event()
+
+    with Quiv() as scheduler:
+
+        def handler(_job_id: str) -> None:
+            task_id = scheduler.get_job(_job_id).task_id
+            try:
+                scheduler.wait_for_task(task_id, timeout=5)
+            except SchedulerStateError as exc:
+                refused.append(str(exc))
+            finally:
+                done.set()
+
+        scheduler.add_task("self-waiter", handler, interval=3600)
+        assert done.wait(10)
+    assert refused == [
+        "a job cannot wait for the next run of its own task to end: "
+        "with max_instances=1 that run is itself"
+    ]

@@ -983,6 +983,18 @@ class AsyncQuiv:
         """
         return await self._wait(self._watch_task, task_id, timeout)
 
+    def _refuse_waiting_on_itself(self, task_id: object, job_id: str | None) -> None:
+        """Refuse a sync handler waiting for the next end of its own one-at-a-time task.
+
+        That next end would be its own, which cannot come while it waits.
+        """
+        job = None if job_id is None else self._engine.registry.jobs.get(job_id)
+        if job is not None and job.task.id == task_id and job.task.policy.max_instances == 1:
+            raise SchedulerStateError(
+                "a job cannot wait for the next run of its own task to end: with "
+                "max_instances=1 that run is itself"
+            )
+
     async def _wait(self, watch: _Watch, ident: str, timeout: float | None) -> Job:  # noqa: ASYNC109 - the API's name
         limit = None if timeout is None else validate_seconds(timeout, "timeout")
         done = anyio.Event()

@@ -554,6 +554,7 @@ class Quiv:
             SchedulerStateError: on the scheduler's own loop thread, where
                 waiting would deadlock.
         """
+        self._core._refuse_waiting_on_itself(task_id, current_job_id())
         return self._wait(self._core._watch_task, task_id, timeout)
 
     def _wait(
