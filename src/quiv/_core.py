@@ -33,6 +33,7 @@ from ._engine import Engine
 from ._exceptions import (
     ConfigurationError,
     HandlerNotRegisteredError,
+    JobNotFoundError,
     SchedulerClosedError,
     SchedulerStateError,
     TaskNotScheduledError,
@@ -545,7 +546,10 @@ class AsyncQuiv:
             JobNotFoundError: if no job has this id.
         """
         self._check_usable()
-        return self._engine.registry.job(check_id(job_id, "job_id")).to_model()
+        job = self._engine.job_model(check_id(job_id, "job_id"))
+        if job is None:
+            raise JobNotFoundError(job_id)
+        return job
 
     async def get_all_tasks(self, include_run_once: bool = False) -> list[Task]:
         """Return every task in the order added; run-once tasks only if asked."""
@@ -563,16 +567,15 @@ class AsyncQuiv:
             ConfigurationError: if ``status`` is not a job status.
         """
         self._check_usable()
-        jobs = self._engine.registry.jobs.values()
         if status is None:
-            return [job.to_model() for job in jobs]
+            return self._engine.job_models()
         try:
             wanted = JobStatus(status)
         except ValueError:
             raise ConfigurationError(
                 f"status must be one of {', '.join(s.value for s in JobStatus)}, got {status!r}"
             ) from None
-        return [job.to_model() for job in jobs if job.status is wanted]
+        return self._engine.job_models(wanted)
 
     async def add_listener(self, event: Event, callback: Listener) -> None:
         """Call ``callback`` on every ``event``; sync or async, on the main loop.
