@@ -206,6 +206,8 @@ WRITE_DELAY = 0.005
 #: the maximum; closing the store ends the wait for one last attempt.
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
+#: Page cache of each connection, writer and readers, in KiB (SQLite's default: 2 MiB).
+CACHE_KIB = 512
 #: Seconds a write waits on a database locked by someone else before it fails
 #: (and is retried later) rather than holding up the writer and shutdown.
 BUSY_TIMEOUT_SECONDS = 0.25
@@ -543,6 +545,9 @@ class Store:
             # NORMAL sync is safe in WAL and the file is temporary anyway.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # Rows are appended and read back rarely: a small page cache is enough,
+            # and it is memory the history would otherwise cost after all.
+            cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             cursor.close()
 
         async with engine.begin() as connection:
@@ -636,6 +641,7 @@ class Store:
         except sqlite3.Error as exc:
             self._logger.warning("quiv could not open its job history for reading: %s", exc)
             return None
+        connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         with self._readers_lock:
             self._reader_connections.append(connection)
             local.connection, local.generation = connection, self._reader_generation
