@@ -41,6 +41,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -245,10 +246,11 @@ class Store:
         #: Called on the loop after each write attempt with the job entries whose
         #: latest state it committed (empty if it failed).
         self.committed: Callable[[list[Any]], None] | None = None
-        # Readers: one read-only sqlite3 connection per thread, all closed at the end.
+        # Readers: one read-only sqlite3 connection per thread, closed when the thread
+        # ends or the store closes, whichever comes first.
         self._readers = threading.local()
         self._readers_lock = threading.Lock()
-        self._reader_connections: list[sqlite3.Connection] = []
+        self._reader_set: weakref.WeakSet[_Reader] = weakref.WeakSet()
         self._reader_generation = 0  # bumped when the file is closed or replaced
 
     @property
@@ -625,10 +627,9 @@ class Store:
         path = self.path
         if path is None:
             return None
-        local = self._readers
-        if getattr(local, "generation", None) == self._reader_generation:
-            connection: sqlite3.Connection = local.connection
-            return connection
+        reader: _Reader | None = getattr(self._readers, "reader", None)
+        if reader is not None and reader.generation == self._reader_generation:
+            return reader.connection
         import sqlite3
 
         try:
@@ -643,16 +644,30 @@ class Store:
             return None
         connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         with self._readers_lock:
-            self._reader_connections.append(connection)
-            local.connection, local.generation = connection, self._reader_generation
+            reader = _Reader(connection, self._reader_generation)
+            self._reader_set.add(reader)
+        self._readers.reader = reader  # replaces (and so closes) an outdated one
         return connection
 
     def _close_readers(self) -> None:
         with self._readers_lock:
             self._reader_generation += 1
-            connections, self._reader_connections = self._reader_connections, []
-        for connection in connections:
-            connection.close()
+            readers = list(self._reader_set)
+        for reader in readers:
+            reader.connection.close()
+
+
+class _Reader:
+    """One thread's read connection; closed when the thread ends (its locals go)."""
+
+    __slots__ = ("__weakref__", "connection", "generation")
+
+    def __init__(self, connection: sqlite3.Connection, generation: int) -> None:
+        self.connection = connection
+        self.generation = generation
+
+    def __del__(self) -> None:
+        self.connection.close()
 
 
 def _sql_time(value: datetime) -> str:
