@@ -37,8 +37,9 @@ WORKLOADS: dict[str, str] = {
     "W10": "w10_import",
     "W11": "w11_history",
     "W12": "w12_cron",
+    "W13": "w13_retries",
 }
-DEFAULT_SET = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W9", "W10", "W11", "W12")
+DEFAULT_SET = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W9", "W10", "W11", "W12", "W13")
 #: Peer schedulers for ``--peers``: name -> module in this package.
 PEERS = {"apscheduler": peer_apscheduler}
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,7 +294,7 @@ def _compact(value: Any, depth: int = 0) -> Any:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="quiv benchmark suite: W1-W7 and W9-W12 by default, W8 with --soak.",
+        description="quiv benchmark suite: W1-W7 and W9-W13 by default, W8 with --soak.",
     )
     parser.add_argument(
         "--only",

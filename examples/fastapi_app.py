@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
@@ -36,6 +36,7 @@ from quiv import (
     JobStatus,
     QuivError,
     SchedulerStateError,
+    Stats,
     Task,
     TaskNotScheduledError,
 )
@@ -141,13 +142,28 @@ def create_app(pool_size: int = 4) -> FastAPI:
         return await scheduler.get_all_tasks(include_run_once=True)
 
     @app.get("/jobs")
-    async def list_jobs(status: JobStatus | None = None) -> list[Job]:
-        return await scheduler.get_all_jobs(status)  # FastAPI answers 422 to a bad status
+    async def list_jobs(
+        status: JobStatus | None = None,  # FastAPI answers 422 to a bad status
+        limit: int | None = Query(None, ge=1, le=500),
+        offset: int = Query(0, ge=0),
+        newest_first: bool = False,
+    ) -> list[Job]:
+        return await scheduler.get_all_jobs(
+            status, limit=limit, offset=offset, newest_first=newest_first
+        )
+
+    @app.get("/stats")
+    async def stats() -> Stats:
+        return await scheduler.stats()
 
     @app.post("/jobs/{job_id}/cancel")
-    async def cancel_job(job_id: str) -> dict[str, Any]:
+    async def cancel_job(job_id: str, force: bool = False) -> dict[str, Any]:
         await scheduler.get_job(job_id)  # an unknown id raises JobNotFoundError: 404
-        return {"job_id": job_id, "cancelled": await scheduler.cancel_job(job_id)}
+        return {"job_id": job_id, "cancelled": await scheduler.cancel_job(job_id, force=force)}
+
+    @app.get("/jobs/page", response_class=HTMLResponse)
+    async def job_page() -> str:
+        return JOB_PAGE
 
     @app.websocket("/ws")
     async def stream(websocket: WebSocket) -> None:
@@ -211,6 +227,42 @@ PAGE = """<!doctype html>
     fetch("/jobs", { method: "POST", headers: { "Content-Type": "application/json" },
                      body: JSON.stringify({ steps: 20, step_seconds: 0.5 }) });
   cancel.onclick = () => { if (lastJob) fetch(`/jobs/${lastJob}/cancel`, { method: "POST" }); };
+</script>
+</body>
+</html>
+"""
+
+# The job page: history ten at a time, newest first, the stats, a cancel button per live job.
+JOB_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>quiv job history</title></head>
+<body style="font-family: system-ui, sans-serif; margin: 2rem">
+<h1>Jobs</h1>
+<pre id="stats"></pre>
+<table id="jobs"></table>
+<p><button id="newer">newer</button> <button id="older">older</button></p>
+<script>
+  let offset = 0;
+  const esc = (t) => String(t ?? "").replace(/[&<>]/g, (c) => `&#${c.charCodeAt(0)};`);
+  async function load() {
+    const stats = await (await fetch("/stats")).json();
+    document.getElementById("stats").textContent =
+      `pool ${stats.pool_in_use}/${stats.pool_size}, queued ${stats.jobs_queued}, ` +
+      `lag p99 ${stats.start_lag_p99 ?? "-"} s, ended ${JSON.stringify(stats.jobs_ended)}`;
+    const jobs = await (await fetch(`/jobs?limit=10&offset=${offset}&newest_first=true`)).json();
+    document.getElementById("jobs").innerHTML = jobs.map((j) =>
+      `<tr><td>${esc(j.task_name)}</td><td>${esc(j.status)}</td><td>${esc(j.started_at)}</td>` +
+      `<td>${esc(j.error_message)}</td><td>${["scheduled", "running"].includes(j.status)
+        ? `<button onclick="stop('${esc(j.id)}')">cancel</button>` : ""}</td></tr>`).join("");
+  }
+  async function stop(id) {
+    await fetch(`/jobs/${id}/cancel?force=true`, { method: "POST" });
+    load();
+  }
+  document.getElementById("newer").onclick = () => { offset = Math.max(0, offset - 10); load(); };
+  document.getElementById("older").onclick = () => { offset += 10; load(); };
+  load();
+  setInterval(load, 2000);
 </script>
 </body>
 </html>

@@ -55,7 +55,14 @@ def test_hello_prints_the_count_down_and_exits() -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["async_app.py", "cron_and_dates.py", "log_correlation.py", "scheduling_rules.py"]
+    "script",
+    [
+        "async_app.py",
+        "cron_and_dates.py",
+        "job_policies.py",
+        "log_correlation.py",
+        "scheduling_rules.py",
+    ],
 )
 def test_async_scripts_run_and_exit_on_their_own(script: str) -> None:
     # A fresh interpreter catches what an in-process test cannot: a task or thread
@@ -303,6 +310,29 @@ def test_fastapi_app_streams_progress_lists_and_cancels() -> None:
             assert statuses == ["completed", "cancelled"]
 
 
+def test_fastapi_app_job_page_pages_history_shows_stats_and_force_cancels() -> None:
+    fastapi_app = load_example("fastapi_app")
+    with TestClient(fastapi_app.create_app()) as client:
+        assert "/jobs?limit=10&offset=" in client.get("/jobs/page").text
+        with websocket_inbox(client, "/ws") as inbox:
+            inbox.until(lambda m: True)
+            for _ in range(3):
+                client.post("/jobs", json={"steps": 1, "step_seconds": 0.01})
+            for _ in range(3):
+                inbox.until(lambda m: m.get("event") == "job_completed")
+            everything = client.get("/jobs").json()
+            page = client.get("/jobs", params={"limit": 2, "offset": 1, "newest_first": True})
+            assert [j["id"] for j in page.json()] == [everything[1]["id"], everything[0]["id"]]
+            stats = client.get("/stats").json()
+            assert (stats["pool_size"], stats["jobs_ended"]["completed"]) == (4, 3)
+            client.post("/jobs", json={"steps": 10_000, "step_seconds": 0.01})
+            started = inbox.until(lambda m: m.get("event") == "job_started")[-1]
+            reply = client.post(f"/jobs/{started['job_id']}/cancel", params={"force": True})
+            assert reply.json() == {"job_id": started["job_id"], "cancelled": True}
+            inbox.until(lambda m: m.get("event") == "job_cancelled")
+        assert client.get("/jobs", params={"limit": 0}).status_code == 422
+
+
 def test_fastapi_app_answers_bad_input_with_4xx() -> None:
     fastapi_app = load_example("fastapi_app")
     with TestClient(fastapi_app.create_app(), raise_server_exceptions=False) as client:
@@ -409,6 +439,33 @@ def test_starlette_app_answers_bad_input_with_4xx() -> None:
         unknown = client.post("/tasks/no-such-task/run")
         assert (unknown.status_code, unknown.json()["error"]) == (404, "HandlerNotRegisteredError")
         assert [t["id"] for t in client.get("/tasks").json()] == [task_id]
+
+
+# -- job_policies.py -------------------------------------------------------------
+
+
+async def test_job_policies_retry_time_out_and_force() -> None:
+    policies = load_example("job_policies")
+    jobs = await policies.retried()
+    assert [(j.attempt, j.status, j.retry_of) for j in jobs] == [
+        (1, "failed", None),
+        (2, "failed", jobs[0].id),
+        (3, "completed", jobs[0].id),
+    ]
+    assert jobs[0].error_message == "upstream not ready (call 1)"
+    timed_out = await policies.timed_out()
+    assert (timed_out.status, timed_out.error_type) == ("failed", "TimeoutError")
+    assert "timed out" in (timed_out.error_message or "")
+    forced = await policies.forced()
+    assert forced.status == "cancelled"
+
+
+def test_job_policies_stop_a_child_reach_the_loop_and_count() -> None:
+    policies = load_example("job_policies")
+    assert policies.stop_a_child_process().status == "cancelled"
+    assert policies.report_from_a_thread() == ["half way", "sent"]
+    stats = policies.busy_stats()
+    assert (stats.pool_in_use, stats.jobs_running, stats.jobs_queued) == (2, 2, 1)
 
 
 # -- cron_and_dates.py -----------------------------------------------------------

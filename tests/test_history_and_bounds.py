@@ -119,6 +119,64 @@ async def test_finished_jobs_leave_memory_once_stored_and_reads_still_see_them(
             await scheduler.get_job("no-such-job")
 
 
+async def test_filters_and_paging_see_the_history_held_by_the_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_engine, "HISTORY_WINDOW", 10**6)  # all in memory, at first
+    ends = Ends()
+
+    async def failing() -> None:
+        raise ValueError("boom")
+
+    async with AsyncQuiv(pool_size=1, shutdown_timeout=1) as scheduler:
+        await ends.attach(scheduler)
+        odd = await scheduler.add_task("odd", failing, interval=0.001)
+        even = await scheduler.add_task("even", noop, interval=0.001)
+        await ends.wait_for(16)
+        await scheduler.pause_task(odd)
+        await scheduler.pause_task(even)
+        engine = scheduler._engine
+        with anyio.fail_after(DEADLINE):
+            while engine.registry.running or engine.registry.ready:  # noqa: ASYNC110
+                await anyio.sleep(0.001)  # a run under way ends
+        await _flushed(scheduler)
+        expected = await scheduler.get_all_jobs()  # from memory alone, as before
+        assert len(expected) >= 16 and not engine.registry.stored_ends
+        # Now memory keeps three of them: the others are read back from the store.
+        monkeypatch.setattr(_engine, "HISTORY_WINDOW", 3)
+        engine._rows_committed([])
+        assert len(engine.registry.jobs) == 3 and engine.registry.stored_ends
+        assert await scheduler.get_all_jobs() == expected
+        middle = expected[len(expected) // 2].started_at
+        queries: list[dict[str, Any]] = [
+            {"status": "failed"},
+            {"task_id": even},
+            {"since": middle},
+            {"until": middle},
+            {"limit": 4, "offset": 3},
+            {"newest_first": True, "limit": 5},
+            {"status": "completed", "task_id": even, "newest_first": True, "offset": 1},
+        ]
+        for query in queries:
+            wanted = [
+                job
+                for job in expected
+                if job.status.value == query.get("status", job.status.value)
+                and job.task_id == query.get("task_id", job.task_id)
+                and job.started_at >= query.get("since", job.started_at)
+                and ("until" not in query or job.started_at < query["until"])
+            ]
+            if query.get("newest_first"):
+                wanted.reverse()
+            offset = query.get("offset", 0)
+            stop = None if "limit" not in query else offset + query["limit"]
+            assert await scheduler.get_all_jobs(**query) == wanted[offset:stop], query
+        # Waiting for a job that memory has let go returns at once, from the store.
+        first = expected[0]
+        assert first.id not in scheduler._engine.registry.jobs
+        assert await scheduler.wait_for_job(first.id, timeout=1) == first
+
+
 async def test_purge_removes_history_held_only_by_the_store(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

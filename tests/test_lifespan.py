@@ -68,6 +68,7 @@ def test_async_with_composes_inside_a_users_lifespan() -> None:
         return await scheduler.get_all_tasks()
 
     with TestClient(app) as client:
+        assert client.portal is not None  # Starlette types it optional: set inside the block
         app_task = client.portal.call(scheduler.add_task, "nightly", noop, 86400, 86400)
         (listed,) = client.get("/tasks").json()
         assert listed["id"] == app_task
@@ -134,6 +135,7 @@ def test_seed_readme_fastapi_example_verbatim(capsys: Any) -> None:
         scheduler.add_listener(Event.JOB_COMPLETED, on_done)
         task_id = client.post("/start-heartbeat").json()["task_id"]
         assert finished.wait(5)
+        assert client.portal is not None
         app_loop = client.portal.call(_running_loop)
         assert scheduler.get_task(task_id).task_name == "heartbeat"
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("progress")]

@@ -129,6 +129,11 @@ def test_arguments_are_copies_that_survived_pickling() -> None:
         ({"delay": -1}, "delay must be 0 or more"),
         ({"run_once": 1}, "run_once must be a bool"),
         ({"fixed_interval": "yes"}, "fixed_interval must be a bool"),
+        # A cron task ignores fixed_interval, yet a non-bool is still refused.
+        (
+            {"interval": None, "cron": "* * * * *", "fixed_interval": "yes"},
+            "fixed_interval must be a bool",
+        ),
         ({"args": [1]}, "args must be a tuple or None, got list"),
         ({"kwargs": [("a", 1)]}, "kwargs must be a dict with str keys"),
         ({"kwargs": {1: "a"}}, "kwargs must be a dict with str keys"),

@@ -19,15 +19,19 @@ from ._exceptions import DatabaseInitializationError as DatabaseInitializationEr
 from ._exceptions import HandlerNotRegisteredError as HandlerNotRegisteredError
 from ._exceptions import HandlerRegistrationError as HandlerRegistrationError
 from ._exceptions import InvalidTimezoneError as InvalidTimezoneError
+from ._exceptions import JobCancelledError as JobCancelledError
 from ._exceptions import JobNotFoundError as JobNotFoundError
 from ._exceptions import QuivError as QuivError
 from ._exceptions import SchedulerClosedError as SchedulerClosedError
 from ._exceptions import SchedulerStateError as SchedulerStateError
 from ._exceptions import TaskNotFoundError as TaskNotFoundError
 from ._exceptions import TaskNotScheduledError as TaskNotScheduledError
+from ._handlers import call_on_main as call_on_main
+from ._handlers import run_subprocess as run_subprocess
 from ._models import Event as Event
 from ._models import Job as Job
 from ._models import JobStatus as JobStatus
+from ._models import Stats as Stats
 from ._models import Task as Task
 from ._models import TaskStatus as TaskStatus
 from ._sync import Quiv as Quiv
@@ -49,6 +53,7 @@ __all__ = [
     "HandlerRegistrationError",
     "InvalidTimezoneError",
     "Job",
+    "JobCancelledError",
     "JobNotFoundError",
     "JobStatus",
     "Quiv",
@@ -56,6 +61,7 @@ __all__ = [
     "QuivError",
     "SchedulerClosedError",
     "SchedulerStateError",
+    "Stats",
     "SystemClock",
     "Task",
     "TaskNotFoundError",
@@ -63,7 +69,9 @@ __all__ = [
     "TaskStatus",
     "VirtualClock",
     "__version__",
+    "call_on_main",
     "resolve_timezone",
+    "run_subprocess",
 ]
 
 # Show the public home in reprs, tracebacks and generated docs.

@@ -18,7 +18,7 @@ import logging
 import math
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime, tzinfo
 from types import TracebackType
@@ -29,16 +29,20 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ._clock import Clock, SystemClock
 from ._config import QuivConfig, resolve_config
-from ._engine import Engine
+from ._engine import LAG_WINDOW, Engine, Waiter
 from ._exceptions import (
     ConfigurationError,
     HandlerNotRegisteredError,
     JobNotFoundError,
+    QuivError,
     SchedulerClosedError,
     SchedulerStateError,
     TaskNotScheduledError,
 )
-from ._models import Event, Job, JobStatus, Task
+from ._history import HistoryQuery
+from ._jobpolicy import JobPolicy, validate_cancel_grace, validate_seconds
+from ._models import Event, Job, Stats, Task
+from ._models import TaskStatus as _TaskStatus
 from ._schedule import validate_delay
 from ._store import Store
 from ._triggers import RunPolicy, Trigger, choose_trigger, task_zone
@@ -62,8 +66,32 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     _AnyLogger: TypeAlias = logging.Logger | logging.LoggerAdapter[Any]
+    _Watch: TypeAlias = Callable[[str, Waiter], Coroutine[Any, Any, "Job | None"]]
 
 __all__ = ["AsyncQuiv"]
+
+
+def _percentile(ordered: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of sorted values; ``None`` if there are none."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _shutdown_grace(value: object, what: str) -> float:
+    """Seconds to wait for running jobs at shutdown; a huge int waits for ever."""
+    try:
+        grace = (
+            float(value)
+            if isinstance(value, int | float) and not isinstance(value, bool)
+            else math.nan
+        )
+    except OverflowError:  # an int beyond float's range: wait as long as it takes
+        grace = math.inf
+    if not grace >= 0:
+        raise ConfigurationError(f"{what} must be a number of seconds >= 0, got {value!r}")
+    return grace
 
 
 class _State(enum.Enum):
@@ -102,6 +130,8 @@ class AsyncQuiv:
             :class:`quiv.VirtualClock`.
         shutdown_timeout: seconds that exiting waits for running jobs to honour
             their stop event before abandoning them (default 30).
+        cancel_grace: seconds a timed-out async handler gets to honour its stop
+            event before it is cancelled (default 1).
 
     Raises:
         ConfigurationError: if an option is invalid.
@@ -119,36 +149,28 @@ class AsyncQuiv:
         main_loop: asyncio.AbstractEventLoop | None = None,
         clock: Clock | None = None,
         shutdown_timeout: float = 30.0,
+        cancel_grace: float = 1.0,
     ) -> None:
         self._config = resolve_config(config, pool_size, history_retention_seconds, timezone)
         if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
             raise ConfigurationError(f"logger must be a logging.Logger, got {logger!r}")
         if main_loop is not None and not isinstance(main_loop, asyncio.AbstractEventLoop):
             raise ConfigurationError(f"main_loop must be an asyncio event loop, got {main_loop!r}")
-        try:
-            grace = (
-                float(shutdown_timeout)
-                if isinstance(shutdown_timeout, int | float)
-                and not isinstance(shutdown_timeout, bool)
-                else math.nan
-            )
-        except OverflowError:  # an int beyond float's range: wait as long as it takes
-            grace = math.inf
-        if not grace >= 0:
-            raise ConfigurationError(
-                f"shutdown_timeout must be a number of seconds >= 0, got {shutdown_timeout!r}"
-            )
+        grace = _shutdown_grace(shutdown_timeout, "shutdown_timeout")
+        cut_grace = validate_cancel_grace(cancel_grace)
         self._logger: _AnyLogger = logger if logger is not None else logging.getLogger("Quiv")
         self._main_loop = main_loop
         self._shutdown_timeout = grace
         self._engine = Engine(
             self._config, clock if clock is not None else SystemClock(), self._logger
         )
+        self._engine.cancel_grace = cut_grace
         if main_loop is not None:
             self._engine.dispatcher.deliver_early_on(main_loop)
         self._state = _State.UNOPENED
         self._task_group: TaskGroup | None = None
         self._loop_thread: int | None = None  # set while open: calls must come from it
+        self._stopped = False  # shutdown() stopped the engine; exiting only closes the group
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -196,12 +218,13 @@ class AsyncQuiv:
         traceback: TracebackType | None,
     ) -> bool | None:
         task_group = self._task_group
-        if task_group is None or self._state is not _State.OPEN:
+        if task_group is None or (self._state is not _State.OPEN and not self._stopped):
             return None
         self._state = _State.CLOSING
         try:
-            with anyio.CancelScope(shield=True):  # a host cancellation must not skip clean-up
-                await self._engine.stop(self._shutdown_timeout)
+            if not self._stopped:
+                with anyio.CancelScope(shield=True):  # a host cancellation must not skip it
+                    await self._engine.stop(self._shutdown_timeout)
         finally:
             self._state = _State.CLOSED
             self._task_group = None
@@ -211,6 +234,37 @@ class AsyncQuiv:
             await task_group.__aexit__(None, None, None)
         self._logger.debug("quiv scheduler stopped")
         return None
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the API's name
+        """Stop now, waiting up to ``timeout`` seconds (default ``shutdown_timeout``)
+        for running jobs to honour their stop event; calling it again does nothing.
+
+        The ``async with`` block (or :meth:`serve`, :meth:`lifespan`) still has to
+        end; it then only releases what is left. Every other call raises
+        :class:`SchedulerClosedError` from here on.
+
+        Raises:
+            ConfigurationError: if ``timeout`` is not a number of seconds >= 0.
+        """
+        grace = self._shutdown_timeout if timeout is None else _shutdown_grace(timeout, "timeout")
+        if self._state is _State.UNOPENED:
+            self._close_unopened()
+            return
+        if self._state is not _State.OPEN:
+            return
+        self._check_usable()
+        self._state = _State.CLOSING
+        self._stopped = True
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._engine.stop(grace)
+        finally:
+            self._state = _State.CLOSED
+
+    def _set_exit_timeout(self, timeout: float | None) -> None:
+        """How long the coming exit waits for running jobs (``Quiv.shutdown(timeout)``)."""
+        if timeout is not None:
+            self._shutdown_timeout = _shutdown_grace(timeout, "timeout")
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the scheduler until cancelled; for apps that own a task group.
@@ -287,6 +341,10 @@ class AsyncQuiv:
         misfire_grace: float | None = None,
         coalesce: bool = True,
         max_instances: int = 1,
+        max_retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        timeout: float | None = None,  # noqa: ASYNC109 - a run's limit
     ) -> str:
         """Schedule ``func`` and return the new task's id (a UUID string).
 
@@ -323,6 +381,16 @@ class AsyncQuiv:
             coalesce: when several runs are overdue at once, run one for all of
                 them (``True``) or each of them (``False``).
             max_instances: how many jobs of the task may run at once.
+            max_retries: a run whose handler raises is run again up to this
+                many times (each attempt its own job; not after a cancel or a
+                timeout).
+            retry_backoff: the wait before retry ``n`` is random in
+                ``[0, retry_backoff * 2**(n-1)]`` seconds (full jitter) ...
+            retry_backoff_max: ... capped at this many seconds.
+            timeout: a run still going after this many seconds has its stop
+                event set and ends ``failed`` (``TimeoutError``); an async
+                handler is cancelled ``cancel_grace`` seconds later. ``None``:
+                no limit.
 
         Raises:
             ConfigurationError: for any invalid argument, or unless exactly one
@@ -333,6 +401,7 @@ class AsyncQuiv:
         """
         self._check_accepting()
         engine = self._engine
+        job_policy = JobPolicy(max_retries, retry_backoff, retry_backoff_max, timeout)
         task, wait = new_task_entry(
             task_name,
             func,
@@ -351,6 +420,7 @@ class AsyncQuiv:
             default_zone=self._config.tz,
             wall=engine.clock.now(),
         )
+        task.job_policy = job_policy
         first_run = engine.add(task, wait)
         if self._logger.isEnabledFor(logging.INFO):
             self._logger.info(
@@ -378,6 +448,10 @@ class AsyncQuiv:
         misfire_grace: float | Unset | None = UNSET,
         coalesce: bool | Unset = UNSET,
         max_instances: int | Unset = UNSET,
+        max_retries: int | Unset = UNSET,
+        retry_backoff: float | Unset = UNSET,
+        retry_backoff_max: float | Unset = UNSET,
+        timeout: float | Unset | None = UNSET,  # noqa: ASYNC109 - a run's limit
     ) -> Task:
         """Change a task in place, keeping its id and its job history; return it.
 
@@ -386,7 +460,8 @@ class AsyncQuiv:
         ``timezone``) plans the next run afresh from now, so ``next_run_at``
         changes at once. A job that is running (or waiting for a pool slot) is
         not touched: it runs to its end with what it started with. ``interval``
-        keeps the task's ``fixed_interval``.
+        keeps the task's ``fixed_interval``. New retry and timeout settings
+        apply to runs that start (and retries scheduled) from now on.
 
         Raises:
             TaskNotFoundError: if no task has this id.
@@ -431,9 +506,17 @@ class AsyncQuiv:
             old.coalesce if coalesce is UNSET else coalesce,
             old.max_instances if max_instances is UNSET else max_instances,
         )
+        was = task.job_policy
+        job_policy = JobPolicy(
+            was.max_retries if isinstance(max_retries, Unset) else max_retries,
+            was.retry_backoff if isinstance(retry_backoff, Unset) else retry_backoff,
+            was.retry_backoff_max if isinstance(retry_backoff_max, Unset) else retry_backoff_max,
+            was.timeout if isinstance(timeout, Unset) else timeout,
+        )
         # Apply.
         task.name = name
         task.policy = policy
+        task.job_policy = job_policy
         if args_pair is not None:
             task.args_blob, task.args_copy = args_pair
         if kwargs_pair is not None:
@@ -504,12 +587,15 @@ class AsyncQuiv:
         self._engine.resume(task, wait)
         self._logger.info("quiv task %r (%s) resumed", task.name, task.id)
 
-    async def cancel_job(self, job_id: str) -> bool:
+    async def cancel_job(self, job_id: str, *, force: bool = False) -> bool:
         """Ask a job to stop by setting its ``_stop_event``.
 
         Cancellation is cooperative: the handler should check the event and
         return; the job then ends ``cancelled``. A job still waiting for a pool
-        slot is cancelled at once.
+        slot (or a retry waiting out its backoff) is cancelled at once. With
+        ``force=True`` an async handler is also cancelled at once, through its
+        task, whether or not it looks at its event; a sync handler cannot be
+        killed, so for it ``force`` changes nothing.
 
         Returns:
             True if the job is scheduled or running (its stop event is now set),
@@ -517,7 +603,9 @@ class AsyncQuiv:
         """
         self._check_usable()
         job = self._engine.registry.jobs.get(check_id(job_id, "job_id"))
-        return job is not None and self._engine.cancel(job)
+        if not isinstance(force, bool):
+            raise ConfigurationError(f"force must be True or False, got {force!r}")
+        return job is not None and self._engine.cancel(job, force)
 
     async def remove_task(self, task_id: str) -> None:
         """Remove a task. A running job of it has its stop event set and ends on its own.
@@ -551,31 +639,167 @@ class AsyncQuiv:
             raise JobNotFoundError(job_id)
         return job
 
-    async def get_all_tasks(self, include_run_once: bool = False) -> list[Task]:
-        """Return every task in the order added; run-once tasks only if asked."""
+    async def get_all_tasks(
+        self, include_run_once: bool = False, *, task_name: str | None = None
+    ) -> list[Task]:
+        """Return every task in the order added; run-once tasks only if asked.
+
+        ``task_name``: only the tasks with exactly this name.
+
+        Raises:
+            ConfigurationError: if ``task_name`` is not a str or ``None``.
+        """
         self._check_usable()
+        if task_name is not None and not isinstance(task_name, str):
+            raise ConfigurationError(f"task_name must be a str or None, got {task_name!r}")
         return [
             task.to_model()
             for task in self._engine.registry.tasks.values()
-            if include_run_once or not task.one_shot
+            if (include_run_once or not task.one_shot)
+            and (task_name is None or task.name == task_name)
         ]
 
-    async def get_all_jobs(self, status: str | None = None) -> list[Job]:
-        """Return every job in history in the order created, optionally of one status.
+    async def get_all_jobs(
+        self,
+        status: str | None = None,
+        *,
+        task_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[Job]:
+        """Return the jobs in history in the order created, filtered and paged.
+
+        Args:
+            status: only jobs of this status.
+            task_id: only jobs of this task.
+            since: only jobs that started (or, if not started, became due) at
+                or after this aware datetime ...
+            until: ... and before this one.
+            limit: at most this many jobs (after ``offset``); ``None``: all.
+            offset: skip this many matching jobs first.
+            newest_first: the most recently created first.
 
         Raises:
-            ConfigurationError: if ``status`` is not a job status.
+            ConfigurationError: for a value of the wrong type or out of range
+                (``status`` not a job status, a naive datetime, a negative count).
         """
         self._check_usable()
-        if status is None:
-            return self._engine.job_models()
+        query = HistoryQuery.of(status, task_id, since, until, limit, offset, newest_first)
+        return self._engine.job_models(query)
+
+    async def wait_for_job(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - the API's name
+        """Wait until a job has ended and return it; at once if it already has.
+
+        Raises:
+            JobNotFoundError: if no job has this id.
+            TimeoutError: if it has not ended after ``timeout`` seconds (real time).
+            SchedulerClosedError: if the scheduler shuts down first.
+            ConfigurationError: if ``timeout`` is not ``None`` or a number >= 0.
+        """
+        return await self._wait(self._watch_job, job_id, timeout)
+
+    async def wait_for_task(self, task_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - the API's name
+        """Wait for the next job of a task to end (one running now, if any) and return it.
+
+        Raises:
+            TaskNotFoundError: if no task has this id, or it is removed meanwhile.
+            TimeoutError: if none has ended after ``timeout`` seconds (real time).
+            SchedulerClosedError: if the scheduler shuts down first.
+            ConfigurationError: if ``timeout`` is not ``None`` or a number >= 0.
+        """
+        return await self._wait(self._watch_task, task_id, timeout)
+
+    async def _wait(self, watch: _Watch, ident: str, timeout: float | None) -> Job:  # noqa: ASYNC109 - the API's name
+        limit = None if timeout is None else validate_seconds(timeout, "timeout")
+        done = anyio.Event()
+        outcome: list[Job | QuivError] = []
+
+        def tell(result: Job | QuivError) -> None:
+            outcome.append(result)
+            done.set()
+
+        ended = await watch(ident, tell)
+        if ended is not None:
+            return ended
         try:
-            wanted = JobStatus(status)
-        except ValueError:
-            raise ConfigurationError(
-                f"status must be one of {', '.join(s.value for s in JobStatus)}, got {status!r}"
-            ) from None
-        return self._engine.job_models(wanted)
+            with anyio.fail_after(limit):
+                await done.wait()
+        except TimeoutError:
+            await self._unwatch(ident, tell)
+            raise TimeoutError(f"{ident} did not end within {limit:g}s") from None
+        result = outcome[0]
+        if isinstance(result, QuivError):
+            raise result
+        return result
+
+    async def _watch_job(self, job_id: str, waiter: Waiter) -> Job | None:
+        """The job if it has ended; else ``waiter`` is told when it does. Never suspends."""
+        self._check_usable()
+        job_id = check_id(job_id, "job_id")
+        job = self._engine.registry.jobs.get(job_id)
+        if job is None or job.status.is_final:  # only ended jobs leave memory
+            model = self._engine.job_model(job_id)
+            if model is None:
+                raise JobNotFoundError(job_id)
+            return model
+        self._check_open()
+        self._engine.job_waiters.setdefault(job.id, []).append(waiter)
+        return None
+
+    async def _watch_task(self, task_id: str, waiter: Waiter) -> Job | None:
+        """``waiter`` is told when the task's next job ends; returns None. Never suspends."""
+        self._check_usable()
+        task = self._engine.registry.task(check_id(task_id, "task_id"))
+        self._check_open()
+        self._engine.task_waiters.setdefault(task.id, []).append(waiter)
+        return None
+
+    async def _unwatch(self, ident: str, waiter: Waiter) -> None:
+        """Forget ``waiter`` (it gave up). Never suspends."""
+        for waiters in (self._engine.job_waiters, self._engine.task_waiters):
+            listed = waiters.get(ident)
+            if listed is not None and waiter in listed:
+                listed.remove(waiter)
+                if not listed:
+                    del waiters[ident]
+
+    def _check_open(self) -> None:
+        if self._state is not _State.OPEN and self._state is not _State.UNOPENED:
+            raise SchedulerStateError("the scheduler is shutting down: no job will end any more")
+
+    async def stats(self) -> Stats:
+        """A snapshot of the pool, the queue, start lag and the store's backlog."""
+        self._check_usable()
+        engine = self._engine
+        registry = engine.registry
+        pool = engine._pool
+        running = registry.running.values()
+        by_status = dict.fromkeys(_TaskStatus, 0)
+        retries = 0
+        for task in registry.tasks.values():
+            by_status[task.status] += 1
+            retries += sum(1 for job in task.retries if job.retry_due is not None)
+        lags = sorted(engine.lags)
+        ready = registry.ready
+        now = engine.clock.monotonic()
+        return Stats(
+            pool_size=self._config.pool_size,
+            pool_in_use=0 if pool is None else int(pool.borrowed_tokens),
+            jobs_running=len(registry.running),
+            jobs_queued=len(ready),
+            jobs_overrunning=sum(1 for job in running if job.timed_out),
+            retries_waiting=retries,
+            tasks_by_status=by_status,
+            jobs_ended=dict(engine.ended),
+            start_lag_p50=_percentile(lags, 0.50),
+            start_lag_p99=_percentile(lags, 0.99),
+            lag_window=LAG_WINDOW,
+            oldest_queued_wait=max(0.0, now - ready[0].due) if ready else None,
+            store_backlog=engine.store.backlog,
+        )
 
     async def add_listener(self, event: Event, callback: Listener) -> None:
         """Call ``callback`` on every ``event``; sync or async, on the main loop.

@@ -26,10 +26,13 @@ applies exactly one of them, so no await can ever interleave with a change.
 from __future__ import annotations
 
 import asyncio
+import functools
+import heapq
 import logging
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +42,11 @@ from anyio.abc import TaskGroup, TaskStatus
 from ._clock import Clock
 from ._config import QuivConfig
 from ._dispatch import Delivery, Dispatcher
+from ._exceptions import QuivError, SchedulerClosedError, TaskNotFoundError
+from ._history import HistoryQuery, select
 from ._ids import new_id
 from ._inbox import Inbox
+from ._jobpolicy import retry_delay
 from ._models import Event, Job, JobStatus
 from ._registry import JobEntry, Registry, TaskEntry, job_from_row, missed_reason
 from ._store import Store
@@ -53,7 +59,10 @@ if TYPE_CHECKING:
 
     _AnyLogger: TypeAlias = logging.Logger | logging.LoggerAdapter[Any]
 
-__all__ = ["Engine"]
+__all__ = ["LAG_WINDOW", "Engine", "Waiter"]
+
+#: Told once when a job ends: its final snapshot, or why it never will.
+Waiter = Callable[["Job | QuivError"], None]
 
 _FINAL_EVENT = {
     JobStatus.COMPLETED: Event.JOB_COMPLETED,
@@ -83,6 +92,22 @@ EVENTS_LOW = EVENTS_HIGH // 2
 #: The store's spans of end times are this fraction of the retention at most, so
 #: its rows are purged that much late at most (reads never show them).
 PURGE_GRANULARITY = 0.01
+#: How many recent starts ``stats()`` computes start lag over.
+LAG_WINDOW = 1000
+
+
+_EVERYTHING = HistoryQuery()
+
+
+def _entry_key(job: JobEntry) -> tuple[JobStatus, str, datetime]:
+    return job.status, job.task.id, job.started_at
+
+
+def _item_key(item: JobEntry | tuple[Any, ...]) -> tuple[JobStatus, str, datetime]:
+    """What the history filters read, from a live job or a stored row."""
+    if isinstance(item, JobEntry):
+        return item.status, item.task.id, item.started_at
+    return JobStatus(item[3]), item[1], datetime.fromisoformat(item[4])
 
 
 def _uncancel_current_task() -> None:
@@ -96,6 +121,19 @@ def _uncancel_current_task() -> None:
 def _fate(job: JobEntry) -> str:
     """What shutdown does to a job that outlives its grace period."""
     return "async: cancelled" if job.task.is_async else "sync: left running in its thread"
+
+
+_CUT_REASON = {
+    "force": "cancelled at once by cancel_job(force=True)",
+    "timeout": "cancelled: still running when its timeout's grace period ended",
+}
+
+
+def _timed_out(job: JobEntry) -> str:
+    timeout = job.task.job_policy.timeout
+    limit = "its timeout" if timeout is None else f"{timeout:g}s"
+    how = "; it was cancelled after its grace period" if job.cut else ""
+    return f"timed out: still running after {limit}{how}"
 
 
 def _ignore_progress(*_args: Any, **_payload: Any) -> None:
@@ -174,6 +212,16 @@ class Engine:
         self._grace: anyio.CancelScope | None = None  # the shutdown grace wait, while it lasts
         self._forced = False  # shutdown was told to stop waiting for running jobs
         self._services_done: list[anyio.Event] = []
+        #: Seconds a timed-out async handler gets to honour its stop event before
+        #: it is cancelled; set by AsyncQuiv.
+        self.cancel_grace = 1.0
+        # One-off timers (retry backoffs, timeouts): (monotonic due, seq, callback).
+        self._timers: list[tuple[float, int, Callable[[Moment], None]]] = []
+        self._timer_seq = 0
+        self.job_waiters: dict[str, list[Waiter]] = {}
+        self.task_waiters: dict[str, list[Waiter]] = {}
+        self.ended: dict[JobStatus, int] = dict.fromkeys(_FINAL_EVENT, 0)
+        self.lags: deque[float] = deque(maxlen=LAG_WINDOW)  # due to start, seconds
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -213,6 +261,7 @@ class Engine:
             task_group, self.config.pool_size, self._on_job_end, self._hook, handoff
         )
         self.dispatcher.bind(asyncio.get_running_loop(), main_loop, handoff)
+        self._workers.main_loop = main_loop or asyncio.get_running_loop()
         self.store.start()
         self.running = True
         task_group.start_soon(self.inbox.run, name="quiv-inbox")
@@ -235,6 +284,9 @@ class Engine:
         registry = self.registry
         for job in list(registry.ready):
             self.cancel_queued(job, "the scheduler shut down before it started")
+        for task in list(registry.tasks.values()):
+            for job in list(task.retries):
+                self.cancel_queued(job, "the scheduler shut down before its retry was due")
         for job in registry.running.values():
             job.request_stop()
         interrupted: BaseException | None = None
@@ -270,6 +322,7 @@ class Engine:
                 "progress callback and were dropped",
                 undelivered,
             )
+        self._release_waiters(SchedulerClosedError())
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()  # whatever still hangs on, ends now
         if interrupted is not None:
@@ -383,6 +436,11 @@ class Engine:
         self.registry.unschedule(task)
         if task.queued is not None:
             self.cancel_queued(task.queued, "its task was paused before it started")
+        now = self.clock.monotonic()
+        for job in task.retries:  # a retry waits with its task
+            if job.retry_due is None:  # queued for the pool: back to waiting, due now
+                self.registry.discard_queued(job)
+                job.retry_due = now
         self.store.save_task(task)
         self.emit_task(Event.TASK_PAUSED, task)
         return True
@@ -395,29 +453,38 @@ class Engine:
             self._schedule(task, task.timeline.start(now, delay))
         elif task.running and task.queued is None:
             task.resume_at = now.mono + delay  # applied when the run ends
+        for job in task.retries:
+            if job.retry_due is not None:
+                self._arm_retry(job)
         self.store.save_task(task)
         self.emit_task(Event.TASK_RESUMED, task)
         self._wake_for(task)
 
-    def cancel(self, job: JobEntry) -> bool:
+    def cancel(self, job: JobEntry, force: bool = False) -> bool:
         if job.status.is_final:
             return False
         if job.status is JobStatus.SCHEDULED:
             self.cancel_queued(job, "cancelled before it started")
         job.request_stop()
+        if force:
+            self._cut(job, "force")
         return True
 
     def remove(self, task: TaskEntry) -> None:
         self.registry.remove_task(task)
         if task.trigger.wall_clock:
             self._wall_tasks -= 1
-        for job in task.jobs:
+        for job in task.jobs + task.retries:
             if job.status is JobStatus.SCHEDULED:
                 self.cancel_queued(job, "its task was removed before it started")
             else:
                 job.request_stop()
         self.store.delete_task(task.id)
         self.emit_task(Event.TASK_REMOVED, task)
+        waiters = self.task_waiters.pop(task.id, None)
+        if waiters:
+            for waiter in waiters:
+                waiter(TaskNotFoundError(task.id))
 
     def cancel_queued(self, job: JobEntry, reason: str) -> None:
         job.request_stop()
@@ -525,7 +592,104 @@ class Engine:
         job = self.registry.record_missed(task, new_id(), slot, now)
         self._unwritten += 1
         self.store.save_job(job)
+        self._ended(job)
         self.emit_job(Event.JOB_MISSED, job)
+
+    # -- timers: retry backoffs and timeouts -----------------------------------
+
+    def _at(self, when: float, fire: Callable[[Moment], None]) -> None:
+        """Call ``fire(now)`` on the loop once monotonic time reaches ``when``."""
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, fire))
+        if when < self._sleeping_until and self._wakeup is not None:
+            self._wakeup.set()
+
+    def _fire_timers(self, now: Moment) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now.mono:
+            _, _, fire = heapq.heappop(timers)
+            fire(now)
+
+    def _should_retry(self, job: JobEntry) -> bool:
+        task = job.task
+        return (
+            job.attempt <= task.job_policy.max_retries
+            and self.running
+            and not task.removed
+            and not job.stop_requested  # cancelled, or timed out: not retried
+        )
+
+    def _schedule_retry(self, failed: JobEntry, now: Moment) -> JobEntry:
+        """The next attempt of ``failed``, due after a random backoff."""
+        task, policy = failed.task, failed.task.job_policy
+        delay = retry_delay(
+            failed.attempt, policy.retry_backoff, policy.retry_backoff_max, self._rng
+        )
+        due = Moment(now.mono + delay, now.wall + timedelta(seconds=delay))
+        waiting = delay > 0 or task.paused
+        job = self.registry.create_retry(failed, new_id(), due, waiting=waiting)
+        self.store.save_job(job)
+        if waiting and not task.paused:
+            self._arm_retry(job)
+        return job
+
+    def _arm_retry(self, job: JobEntry) -> None:
+        assert job.retry_due is not None
+        job.retry_timer += 1
+        timer = job.retry_timer
+
+        def due(now: Moment) -> None:
+            if job.retry_timer != timer or job.retry_due is None or job.task.paused:
+                return  # cancelled, re-armed, or its task was paused (re-armed on resume)
+            job.retry_due = None
+            self.registry.ready.append(job)
+
+        self._at(job.retry_due, due)
+
+    def _time_out(self, job: JobEntry, timeout: float, now: Moment) -> None:
+        """``job`` ran ``timeout`` seconds: set its stop event; async ones are cut off later."""
+        if job.status is not JobStatus.RUNNING:
+            return
+        if not job.stop_requested:
+            job.timed_out = True
+            self.logger.warning(
+                "quiv task %r (job %s) timed out after %gs; its stop event is set%s",
+                job.task.name,
+                job.id,
+                timeout,
+                f" and it is cancelled in {self.cancel_grace:g}s unless it returns"
+                if job.task.is_async
+                else " (a sync handler cannot be killed: it keeps its slot until it returns)",
+            )
+        job.request_stop()
+        if job.task.is_async:
+            self._at(now.mono + self.cancel_grace, lambda _now: self._cut(job, "timeout"))
+
+    def _cut(self, job: JobEntry, reason: str) -> None:
+        """Cancel a running async handler now, through its task; sync ones cannot be."""
+        if job.status is not JobStatus.RUNNING or not job.task.is_async or job.cut is not None:
+            return
+        job.cut = reason
+        job.request_stop()
+        if job.handle is not None:
+            job.handle.cancel()  # else its worker sees ``cut`` before it starts it
+
+    def _ended(self, job: JobEntry) -> None:
+        """Count ``job``'s end and tell whoever waits for it."""
+        self.ended[job.status] += 1
+        if self.job_waiters or self.task_waiters:
+            model = job.to_model()
+            for waiter in self.job_waiters.pop(job.id, ()):
+                waiter(model)
+            for waiter in self.task_waiters.pop(job.task.id, ()):
+                waiter(model)
+
+    def _release_waiters(self, error: QuivError) -> None:
+        for waiters in (*self.job_waiters.values(), *self.task_waiters.values()):
+            for waiter in waiters:
+                waiter(error)
+        self.job_waiters.clear()
+        self.task_waiters.clear()
 
     # -- the scheduler loop --------------------------------------------------
 
@@ -558,6 +722,8 @@ class Engine:
         registry = self.registry
         now = self.now()
         self._check_wall_clock(now)
+        if self._timers:
+            self._fire_timers(now)
         self._dispatch_due(now)
         deadline = registry.next_due()
         oldest = registry.oldest_finished_end()
@@ -576,6 +742,9 @@ class Engine:
             # this long, only while wall-clock tasks exist (see docs/scheduling.md).
             limit = now.mono + recheck
             deadline = limit if deadline is None else min(deadline, limit)
+        if self._timers:
+            first = self._timers[0][0]
+            deadline = first if deadline is None else min(deadline, first)
         return deadline
 
     def _check_wall_clock(self, now: Moment) -> None:
@@ -651,11 +820,15 @@ class Engine:
                 self._finish_job(job, JobStatus.MISSED, None, start_next=False)
                 continue
             registry.start_job(job, now)
+            self.lags.append(now.mono - job.due)
             if job.number <= self._queued_through:
                 self._late.record(job, now.mono - job.due, now.mono)
             self.store.save_job(job)
             self.emit_job(Event.JOB_STARTED, job)
             workers.submit(job)
+            timeout = task.job_policy.timeout
+            if timeout is not None:
+                self._at(now.mono + timeout, functools.partial(self._time_out, job, timeout))
             self._plan(task, now, ended=False)
 
     # -- holding new jobs back while the writer or the dispatcher catches up ----
@@ -718,36 +891,40 @@ class Engine:
             return None
         return job_from_row(row)
 
-    def job_models(self, status: JobStatus | None = None) -> list[Job]:
-        """Every job in the retention window, in the order created; newest state wins."""
+    def job_models(self, query: HistoryQuery = _EVERYTHING) -> list[Job]:
+        """The jobs in the retention window that ``query`` picks; the newest state wins."""
         memory = self.registry.jobs
-        if not self.registry.stored_ends:
-            jobs: Iterable[JobEntry] = memory.values()
-            if status is not None:
-                jobs = (job for job in jobs if job.status is status)
-            return [job.to_model() for job in jobs]
+        if not self.registry.stored_ends:  # memory holds the whole history
+            jobs = memory.values()
+            if query == _EVERYTHING:
+                return [job.to_model() for job in jobs]
+            return [job.to_model() for job in select(jobs, query, _entry_key)]
+        items = self._merged_history(query.status)
+        chosen = items if query == _EVERYTHING else select(items, query, _item_key)
+        return [
+            item.to_model() if isinstance(item, JobEntry) else job_from_row(item) for item in chosen
+        ]
+
+    def _merged_history(self, status: JobStatus | None) -> list[JobEntry | tuple[Any, ...]]:
+        """Memory's jobs and the stored rows of the others, in the order created.
+
+        Rows come in creation order; a job memory holds stands in for its row. Jobs
+        the writer has not reached yet were created after every stored one. With
+        ``status``, the store returns only the rows that may match it.
+        """
+        memory = self.registry.jobs
         rows = self.store.read_jobs(self._history_start(), None if status is None else status.value)
-        models: list[Job] = []
+        items: list[JobEntry | tuple[Any, ...]] = []
         seen: set[str] = set()
         for row in rows:
-            job_id = row[0]
-            live = memory.get(job_id)
-            if live is None:
-                if row[5] is None:
-                    continue  # a job memory let go has ended: this row is stale
-                if status is None or row[3] == status.value:
-                    models.append(job_from_row(row))
-                continue
-            seen.add(job_id)
-            if status is None or live.status is status:
-                models.append(live.to_model())
-        # Jobs the writer has not reached yet were created after every stored one.
-        models.extend(
-            job.to_model()
-            for job in memory.values()
-            if job.id not in seen and (status is None or job.status is status)
-        )
-        return models
+            live = memory.get(row[0])
+            if live is not None:
+                seen.add(live.id)
+                items.append(live)
+            elif row[5] is not None:  # else stale: memory lets go of ended jobs only
+                items.append(row)
+        items.extend(job for job in memory.values() if job.id not in seen)
+        return items
 
     def _hook(self, job: JobEntry) -> Callable[..., None]:
         """The ``_progress_hook`` for ``job``: posts to its task's progress callback."""
@@ -769,6 +946,10 @@ class Engine:
             return  # an abandoned thread reporting after shutdown gave up on it
         assert self._pool is not None
         self._pool.release_on_behalf_of(job)
+        if job.timed_out:
+            status, error, error_type = JobStatus.FAILED, _timed_out(job), "TimeoutError"
+        elif job.cut is not None:
+            status, error, error_type = JobStatus.CANCELLED, _CUT_REASON[job.cut], None
         self._finish_job(job, status, error, error_type)
 
     def _finish_job(
@@ -789,16 +970,23 @@ class Engine:
         registry.finish_job(job, status, error, now, error_type)
         self._unwritten += 1
         self.store.save_job(job)
+        retrying = False
         if status is JobStatus.FAILED:
             self.logger.error(
                 "quiv task %r (job %s) failed: %s: %s", task.name, job.id, error_type, error
             )
+            retrying = self._should_retry(job)
+            if retrying:
+                self._schedule_retry(job, now)
+        self._ended(job)
         # The final event goes out before anything this end lets start: _plan
         # and _start_ready below are the only ways a run can start from here.
         self.emit_job(_FINAL_EVENT[status], job)
+        if retrying:
+            self.emit_job(Event.JOB_RETRYING, job)
         if task.removed:
             pass
-        elif task.one_shot and task.consumed and not task.jobs:
+        elif task.one_shot and task.consumed and not task.jobs and not task.retries:
             self.remove(task)
         else:
             self._plan(task, now, ended=True)

@@ -15,6 +15,7 @@ or ``RuntimeError`` keeps working::
     ├── TaskNotScheduledError       (RuntimeError) run-once task already consumed
     ├── SchedulerStateError         (RuntimeError) call not possible in this state
     │   └── SchedulerClosedError                   the scheduler has shut down
+    ├── JobCancelledError           (RuntimeError) a handler helper gave up: stop event set
     └── DatabaseInitializationError (RuntimeError) the history database cannot be created
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "HandlerNotRegisteredError",
     "HandlerRegistrationError",
     "InvalidTimezoneError",
+    "JobCancelledError",
     "JobNotFoundError",
     "QuivError",
     "SchedulerClosedError",
@@ -120,3 +122,8 @@ class DatabaseInitializationError(QuivError, RuntimeError):
     raises this: the writer logs it and retries while scheduling goes on from
     memory. The name is the one quiv 0.x raised from its constructor.
     """
+
+
+class JobCancelledError(QuivError, RuntimeError):
+    """Raised in a handler by ``call_on_main`` or ``run_subprocess`` when the job's
+    stop event is set; let it propagate and the job ends ``cancelled``."""

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Event", "Job", "JobStatus", "Task", "TaskStatus", "build_model"]
+__all__ = ["Event", "Job", "JobStatus", "Stats", "Task", "TaskStatus", "build_model"]
 
 
 class Event(str, enum.Enum):
@@ -33,6 +33,7 @@ class Event(str, enum.Enum):
     JOB_FAILED = "job_failed"
     JOB_CANCELLED = "job_cancelled"
     JOB_MISSED = "job_missed"
+    JOB_RETRYING = "job_retrying"
 
     @property
     def is_job_event(self) -> bool:
@@ -108,6 +109,10 @@ class Task(BaseModel):
     misfire_grace: float | None = None
     coalesce: bool = True
     max_instances: int = 1
+    max_retries: int = 0
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 300.0
+    timeout: float | None = None
 
 
 class Job(BaseModel):
@@ -117,7 +122,10 @@ class Job(BaseModel):
     became due); ``ended_at`` and ``duration_seconds`` are set once it ends. A
     failed job has the exception's message in ``error_message`` and its class
     name in ``error_type``; a job cancelled without running says why in
-    ``error_message``.
+    ``error_message``; one that ran past its task's ``timeout`` is failed with
+    ``error_type`` ``"TimeoutError"``. ``attempt`` counts the runs of one due
+    time (1, then 2 for the first retry, ...); a retry's ``retry_of`` is the id
+    of the first attempt.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -131,6 +139,32 @@ class Job(BaseModel):
     duration_seconds: float | None = None
     error_message: str | None = None
     error_type: str | None = None
+    attempt: int = 1
+    retry_of: str | None = None
+
+
+class Stats(BaseModel):
+    """A snapshot of what the scheduler is doing, as returned by ``stats()``.
+
+    Lags are in seconds from a job's due time to its start (``JOB_STARTED``),
+    over the last ``lag_window`` starts; ``None`` before the first one.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    pool_size: int
+    pool_in_use: int
+    jobs_running: int
+    jobs_queued: int
+    jobs_overrunning: int
+    retries_waiting: int
+    tasks_by_status: dict[TaskStatus, int]
+    jobs_ended: dict[JobStatus, int]
+    start_lag_p50: float | None
+    start_lag_p99: float | None
+    lag_window: int
+    oldest_queued_wait: float | None
+    store_backlog: int
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -165,6 +199,8 @@ def _pick_builder() -> Callable[[type[M], dict[str, Any]], M]:
         "duration_seconds": 1.0,
         "error_message": None,
         "error_type": None,
+        "attempt": 1,
+        "retry_of": None,
     }
     try:
         fast, slow = _assemble(Job, dict(sample)), _validated(Job, dict(sample))

@@ -23,6 +23,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from ._exceptions import JobNotFoundError, TaskNotFoundError
+from ._jobpolicy import JobPolicy
 from ._models import Job, JobStatus, Task, TaskStatus, build_model
 from ._triggers import Moment, RunPolicy, Timeline, Trigger, zone_name
 
@@ -40,12 +41,14 @@ JOB_COLUMNS = (
     "duration_seconds",
     "error_message",
     "error_type",
+    "attempt",
+    "retry_of",
 )
 
 
 def job_from_row(row: tuple[Any, ...]) -> Job:
     """The ``Job`` snapshot of a stored row (``JOB_COLUMNS`` order, as ``to_row`` made it)."""
-    job_id, task_id, task_name, status, started, ended, duration, error, error_type = row
+    job_id, task_id, task_name, status, started, ended, duration, error, error_type = row[:9]
     return build_model(
         Job,
         {
@@ -58,6 +61,8 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
             "duration_seconds": duration,
             "error_message": error,
             "error_type": error_type,
+            "attempt": row[9],
+            "retry_of": row[10],
         },
     )
 
@@ -112,6 +117,9 @@ class TaskEntry:
     resume_at: float | None = None  # resume arrived while a job was running
     version: int = 0
     snapshot: Task | None = None
+    job_policy: JobPolicy = field(default_factory=JobPolicy)
+    #: Retries not started yet: waiting out their backoff, or queued for the pool.
+    retries: list[JobEntry] = field(default_factory=list)
 
     @property
     def one_shot(self) -> bool:
@@ -150,6 +158,10 @@ class TaskEntry:
             "misfire_grace": policy.misfire_grace,
             "coalesce": policy.coalesce,
             "max_instances": policy.max_instances,
+            "max_retries": self.job_policy.max_retries,
+            "retry_backoff": self.job_policy.retry_backoff,
+            "retry_backoff_max": self.job_policy.retry_backoff_max,
+            "timeout": self.job_policy.timeout,
         }
 
     def to_model(self) -> Task:
@@ -195,6 +207,17 @@ class JobEntry:
     stored: bool = False  # final, and its final row is committed: memory may let it go
     # Only handlers that declare ``_stop_event`` get one; an Event is not free.
     stop_event: threading.Event | None = None
+    attempt: int = 1
+    retry_of: str | None = None
+    #: While a retry waits out its backoff: the monotonic time it is due, and
+    #: which of its timer entries is current (older ones are stale).
+    retry_due: float | None = None
+    retry_timer: int = 0
+    timed_out: bool = False  # ran past its task's timeout (its stop event is set)
+    #: Why the engine cut this async job off ("timeout", "force"); None if it did not.
+    cut: str | None = None
+    #: The asyncio task running this async job's handler, while it runs.
+    handle: Any = None
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -214,6 +237,8 @@ class JobEntry:
                 "duration_seconds": self.duration,
                 "error_message": self.error,
                 "error_type": self.error_type,
+                "attempt": self.attempt,
+                "retry_of": self.retry_of,
             },
         )
 
@@ -230,6 +255,8 @@ class JobEntry:
             self.duration,
             self.error,
             self.error_type,
+            self.attempt,
+            self.retry_of,
         )
 
 
@@ -350,6 +377,27 @@ class Registry:
         self.ready.append(job)
         return job
 
+    def create_retry(
+        self, failed: JobEntry, job_id: str, due: Moment, *, waiting: bool
+    ) -> JobEntry:
+        """A ``scheduled`` retry of ``failed``, due at ``due``.
+
+        It waits out its backoff (``waiting``, see ``retry_due``) or, if due
+        already, is queued for the pool at once.
+        """
+        task = failed.task
+        job = self._new_job(task, job_id, due, due.mono, False)
+        job.attempt = failed.attempt + 1
+        job.retry_of = failed.retry_of or failed.id
+        if failed.stop_event is not None:
+            job.stop_event = threading.Event()
+        task.retries.append(job)
+        if waiting:
+            job.retry_due = due.mono
+        else:
+            self.ready.append(job)
+        return job
+
     def record_missed(self, task: TaskEntry, job_id: str, slot: Moment, now: Moment) -> JobEntry:
         """A run due at ``slot`` that could not start within grace: a ``missed`` record."""
         job = self._new_job(task, job_id, slot, slot.mono, True)
@@ -364,6 +412,8 @@ class Registry:
         self.running[job.id] = job
         if task.queued is job:
             task.queued = None
+        elif job.retry_of is not None:
+            task.retries.remove(job)
         task.running.append(job)
         task.snapshot = None
         if job.on_cadence:
@@ -388,6 +438,9 @@ class Registry:
             task.running.remove(job)
         if task.queued is job:
             task.queued = None
+        elif not ran and job.retry_of is not None:
+            task.retries.remove(job)
+            job.retry_due = None
         self._end(job, status, error, now, ran, error_type)
 
     def _end(

@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 
+from ._exceptions import JobCancelledError
 from ._models import JobStatus
 from ._registry import JobEntry
 
@@ -51,6 +52,20 @@ _thread_state = threading.local()
 def current_job_id() -> str | None:
     """The id of the sync job running in this worker thread, if any."""
     return getattr(_thread_state, "job_id", None)
+
+
+def set_thread_main_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Tell this worker thread which loop is the scheduler's main loop."""
+    _thread_state.main_loop = loop
+
+
+def thread_main_loop() -> asyncio.AbstractEventLoop | None:
+    return getattr(_thread_state, "main_loop", None)
+
+
+def current_job() -> JobEntry | None:
+    """The sync job running in this worker thread, if any."""
+    return getattr(_thread_state, "job", None)
 
 
 def is_async_callable(func: object) -> bool:
@@ -136,6 +151,7 @@ def run_sync_job(job: JobEntry, progress_hook: Callable[..., None]) -> Outcome:
     except Exception as exc:
         return _failure(exc, "could not prepare arguments: ")
     _thread_state.job_id = job.id
+    _thread_state.job = job
     try:
         result = job.task.func(*args, **kwargs)
         if inspect.isawaitable(result):
@@ -148,10 +164,12 @@ def run_sync_job(job: JobEntry, progress_hook: Callable[..., None]) -> Outcome:
                 "so quiv awaits it on the event loop",
                 "TypeError",
             )
+    except JobCancelledError:  # a helper gave up because the stop event was set
+        return JobStatus.CANCELLED, None, None
     except BaseException as exc:
         return _failure(exc)
     finally:
-        _thread_state.job_id = None
+        _thread_state.job_id = _thread_state.job = None
     return _settle(job)
 
 
@@ -170,9 +188,11 @@ async def run_async_job(
     try:
         await job.task.func(*args, **kwargs)
     except anyio.get_cancelled_exc_class() as exc:
-        if scope.cancel_called or task_is_cancelling():
+        if scope.cancel_called or job.cut is not None or task_is_cancelling():
             raise
         return _failure(exc)
+    except JobCancelledError:
+        return JobStatus.CANCELLED, None, None
     except BaseException as exc:
         return _failure(exc)
     return _settle(job)

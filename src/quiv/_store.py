@@ -273,7 +273,7 @@ class Store:
 
     @property
     def backlog(self) -> int:
-        """Rows noted and not yet taken by the writer (for introspection)."""
+        """Changes noted and not yet handed to the database (for ``stats()``)."""
         return len(self._tasks) + len(self._jobs)
 
     def save_task(self, task: Row) -> None:

@@ -41,6 +41,10 @@ class TaskRecord(SQLModel, table=True):
     misfire_grace: float | None = None
     coalesce: bool
     max_instances: int
+    max_retries: int
+    retry_backoff: float
+    retry_backoff_max: float
+    timeout: float | None = None
 
 
 class JobRecord(SQLModel, table=True):
@@ -57,6 +61,8 @@ class JobRecord(SQLModel, table=True):
     duration_seconds: float | None = None
     error_message: str | None = None
     error_type: str | None = None
+    attempt: int
+    retry_of: str | None = None
 
 
 TASKS: sa.Table = TaskRecord.__table__  # type: ignore[attr-defined]

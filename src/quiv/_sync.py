@@ -36,6 +36,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures import wait as wait_for_futures
 from contextlib import ExitStack, asynccontextmanager
 from datetime import datetime, tzinfo
@@ -49,9 +50,11 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ._clock import Clock
 from ._config import QuivConfig
 from ._core import AsyncQuiv
-from ._exceptions import SchedulerClosedError, SchedulerStateError
+from ._engine import Waiter
+from ._exceptions import QuivError, SchedulerClosedError, SchedulerStateError
 from ._inbox import Inbox
-from ._models import Event, Job, Task
+from ._jobpolicy import validate_seconds
+from ._models import Event, Job, Stats, Task
 from ._runner import current_job_id
 from ._triggers import Trigger
 from ._types import UNSET, Handler, Listener, ProgressCallback, Unset
@@ -159,6 +162,7 @@ class Quiv:
         main_loop: asyncio.AbstractEventLoop | None = None,
         clock: Clock | None = None,
         shutdown_timeout: float = 30.0,
+        cancel_grace: float = 1.0,
     ) -> None:
         self._core = AsyncQuiv(
             config,
@@ -169,6 +173,7 @@ class Quiv:
             main_loop=main_loop,
             clock=clock,
             shutdown_timeout=shutdown_timeout,
+            cancel_grace=cancel_grace,
         )
         self._lock = threading.RLock()
         self._state = _State.UNOPENED
@@ -223,10 +228,11 @@ class Quiv:
         """Alias of :meth:`start`."""
         self.start()
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float | None = None) -> None:
         """Stop the scheduler: signal running jobs, wait for them, delete the database.
 
-        Waits up to ``shutdown_timeout`` for jobs to honour their stop event.
+        Waits up to ``timeout`` seconds (default: the ``shutdown_timeout``
+        option) for jobs to honour their stop event.
         A ``KeyboardInterrupt`` (a second Ctrl-C) during that wait ends it at
         once: jobs still running are abandoned and recorded ``cancelled``, and
         the interrupt is raised once the scheduler is closed. Calling it again
@@ -234,6 +240,7 @@ class Quiv:
         cannot wait for itself: it starts the shutdown in a helper thread and
         returns at once.
         """
+        self._core._set_exit_timeout(timeout)  # validated before anything happens
         if current_job_id() is not None or threading.get_ident() == self._loop_thread:
             threading.Thread(target=self.shutdown, name="quiv-shutdown", daemon=True).start()
             return
@@ -370,6 +377,10 @@ class Quiv:
         misfire_grace: float | None = None,
         coalesce: bool = True,
         max_instances: int = 1,
+        max_retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        timeout: float | None = None,
     ) -> str:
         """Blocking form of :meth:`AsyncQuiv.add_task`."""
         return self._call(
@@ -391,6 +402,10 @@ class Quiv:
                 misfire_grace=misfire_grace,
                 coalesce=coalesce,
                 max_instances=max_instances,
+                max_retries=max_retries,
+                retry_backoff=retry_backoff,
+                retry_backoff_max=retry_backoff_max,
+                timeout=timeout,
             )
         )
 
@@ -411,6 +426,10 @@ class Quiv:
         misfire_grace: float | Unset | None = UNSET,
         coalesce: bool | Unset = UNSET,
         max_instances: int | Unset = UNSET,
+        max_retries: int | Unset = UNSET,
+        retry_backoff: float | Unset = UNSET,
+        retry_backoff_max: float | Unset = UNSET,
+        timeout: float | Unset | None = UNSET,
     ) -> Task:
         """Blocking form of :meth:`AsyncQuiv.update_task`."""
         return self._call(
@@ -429,6 +448,10 @@ class Quiv:
                 misfire_grace=misfire_grace,
                 coalesce=coalesce,
                 max_instances=max_instances,
+                max_retries=max_retries,
+                retry_backoff=retry_backoff,
+                retry_backoff_max=retry_backoff_max,
+                timeout=timeout,
             )
         )
 
@@ -444,9 +467,9 @@ class Quiv:
         """Blocking form of :meth:`AsyncQuiv.resume_task`."""
         return self._call(self._core.resume_task, task_id, delay)
 
-    def cancel_job(self, job_id: str) -> bool:
+    def cancel_job(self, job_id: str, *, force: bool = False) -> bool:
         """Blocking form of :meth:`AsyncQuiv.cancel_job`."""
-        return self._call(self._core.cancel_job, job_id)
+        return self._call(lambda: self._core.cancel_job(job_id, force=force))
 
     def remove_task(self, task_id: str) -> None:
         """Blocking form of :meth:`AsyncQuiv.remove_task`."""
@@ -460,13 +483,98 @@ class Quiv:
         """Blocking form of :meth:`AsyncQuiv.get_job`."""
         return self._call(self._core.get_job, job_id)
 
-    def get_all_tasks(self, include_run_once: bool = False) -> list[Task]:
+    def get_all_tasks(
+        self, include_run_once: bool = False, *, task_name: str | None = None
+    ) -> list[Task]:
         """Blocking form of :meth:`AsyncQuiv.get_all_tasks`."""
-        return self._call(self._core.get_all_tasks, include_run_once)
+        return self._call(lambda: self._core.get_all_tasks(include_run_once, task_name=task_name))
 
-    def get_all_jobs(self, status: str | None = None) -> list[Job]:
+    def get_all_jobs(
+        self,
+        status: str | None = None,
+        *,
+        task_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[Job]:
         """Blocking form of :meth:`AsyncQuiv.get_all_jobs`."""
-        return self._call(self._core.get_all_jobs, status)
+        return self._call(
+            lambda: self._core.get_all_jobs(
+                status,
+                task_id=task_id,
+                since=since,
+                until=until,
+                limit=limit,
+                offset=offset,
+                newest_first=newest_first,
+            )
+        )
+
+    def stats(self) -> Stats:
+        """Blocking form of :meth:`AsyncQuiv.stats`."""
+        return self._call(self._core.stats)
+
+    def wait_for_job(self, job_id: str, timeout: float | None = None) -> Job:
+        """Blocking form of :meth:`AsyncQuiv.wait_for_job`: blocks the calling thread.
+
+        Raises:
+            SchedulerStateError: on the scheduler's own loop thread (an async
+                handler, a listener run there), where waiting would deadlock,
+                or from the sync handler of that very job.
+        """
+        return self._wait(self._core._watch_job, job_id, timeout)
+
+    def wait_for_task(self, task_id: str, timeout: float | None = None) -> Job:
+        """Blocking form of :meth:`AsyncQuiv.wait_for_task`: blocks the calling thread.
+
+        Raises:
+            SchedulerStateError: on the scheduler's own loop thread, where
+                waiting would deadlock.
+        """
+        return self._wait(self._core._watch_task, task_id, timeout)
+
+    def _wait(
+        self,
+        watch: Callable[[str, Waiter], Coroutine[Any, Any, Job | None]],
+        ident: str,
+        timeout: float | None,
+    ) -> Job:
+        # The loop only registers the waiter and later completes a future; the
+        # waiting itself happens here, in the caller's thread.
+        if threading.get_ident() == self._loop_thread:
+            raise SchedulerStateError(
+                "wait_for_job/wait_for_task cannot block the scheduler's own loop thread "
+                "(the job could never end); await AsyncQuiv's method there instead, or wait "
+                "from another thread"
+            )
+        if ident == current_job_id():
+            raise SchedulerStateError("a job cannot wait for itself to end")
+        limit = None if timeout is None else validate_seconds(timeout, "timeout")
+        future: Future[Job | QuivError] = Future()
+
+        def tell(result: Job | QuivError) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        ended = self._call(watch, ident, tell)
+        if ended is not None:
+            return ended
+        try:
+            result = future.result(limit)
+        except FutureTimeoutError:
+            try:
+                self._call(self._core._unwatch, ident, tell)
+            except SchedulerClosedError:
+                pass
+            if not future.done():
+                raise TimeoutError(f"{ident} did not end within {limit:g}s") from None
+            result = future.result()
+        if isinstance(result, QuivError):
+            raise result
+        return result
 
     def add_listener(self, event: Event, callback: Listener) -> None:
         """Blocking form of :meth:`AsyncQuiv.add_listener`."""

@@ -41,9 +41,24 @@ from anyio.abc import TaskGroup
 
 from ._models import JobStatus
 from ._registry import JobEntry
-from ._runner import Outcome, run_async_job, run_sync_job
+from ._runner import (
+    Outcome,
+    run_async_job,
+    run_sync_job,
+    set_thread_main_loop,
+    task_is_cancelling,
+)
 
 __all__ = ["Workers"]
+
+#: The outcome of an async job the engine cut off (see ``Engine._cut``).
+_CUT: Outcome = (JobStatus.CANCELLED, None, None)
+
+
+def _was_cut(job: JobEntry) -> bool:
+    """Whether the engine cut ``job`` off (read afresh: it changes while the job runs)."""
+    return job.cut is not None
+
 
 #: Seconds an idle worker thread waits for work before it exits.
 THREAD_IDLE_SECONDS = 10.0
@@ -105,6 +120,8 @@ class Workers:
         self._threads = 0
         self._threads_busy = 0
         self._thread_scopes: set[anyio.CancelScope] = set()
+        #: Where ``quiv.call_on_main`` runs things for sync handlers.
+        self.main_loop: asyncio.AbstractEventLoop | None = None
 
     def submit(self, job: JobEntry) -> None:
         """Run ``job`` as soon as a worker is free; call on the loop."""
@@ -154,9 +171,21 @@ class Workers:
     ) -> None:
         outcome: Outcome | None = None
         try:
-            # A task of its own gives the job a fresh copy of the worker's context,
-            # so a ContextVar one handler sets never leaks into the next job.
-            outcome = await asyncio.ensure_future(run_async_job(job, hook, scope))
+            if job.cut is not None:  # cancelled by force before it even began
+                outcome = _CUT
+            else:
+                # A task of its own gives the job a fresh copy of the worker's context,
+                # so a ContextVar one handler sets never leaks into the next job. It
+                # is also what cancel_job(force=True) and a timeout cancel (``cut``).
+                job.handle = handle = asyncio.ensure_future(run_async_job(job, hook, scope))
+                try:
+                    outcome = await handle
+                except asyncio.CancelledError:
+                    if not _was_cut(job) or scope.cancel_called or task_is_cancelling():
+                        raise
+                    outcome = _CUT  # the handler's task was cut off; this worker was not
+                finally:
+                    job.handle = None
         finally:
             if outcome is None:  # cut off by a cancellation
                 outcome = JobStatus.CANCELLED, self._cut_off_reason, None
@@ -176,6 +205,7 @@ class Workers:
 
     def _thread_main(self) -> None:
         cond, pending = self._cond, self._sync_pending
+        set_thread_main_loop(self.main_loop)  # for quiv.call_on_main
         while True:
             with cond:
                 while not pending:

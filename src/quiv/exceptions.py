@@ -8,6 +8,7 @@ from ._exceptions import DatabaseInitializationError as DatabaseInitializationEr
 from ._exceptions import HandlerNotRegisteredError as HandlerNotRegisteredError
 from ._exceptions import HandlerRegistrationError as HandlerRegistrationError
 from ._exceptions import InvalidTimezoneError as InvalidTimezoneError
+from ._exceptions import JobCancelledError as JobCancelledError
 from ._exceptions import JobNotFoundError as JobNotFoundError
 from ._exceptions import QuivError as QuivError
 from ._exceptions import SchedulerClosedError as SchedulerClosedError
@@ -21,6 +22,7 @@ __all__ = [
     "HandlerNotRegisteredError",
     "HandlerRegistrationError",
     "InvalidTimezoneError",
+    "JobCancelledError",
     "JobNotFoundError",
     "QuivError",
     "SchedulerClosedError",

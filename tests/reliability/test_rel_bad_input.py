@@ -219,6 +219,60 @@ CASES = [
     # -- job status filters
     case("get_all_jobs", "bogus", error=ConfigurationError, id="jobs-status-unknown"),
     case("get_all_jobs", 5, error=ConfigurationError, id="jobs-status-int"),
+    # -- history filters (issue 11)
+    *[
+        case("get_all_jobs", error=ConfigurationError, id=f"jobs-{name}-{label}", **{name: bad})
+        for name, label, bad in (
+            ("task_id", "int", 5),
+            ("since", "naive", datetime(2030, 1, 1)),
+            ("since", "str", "2030-01-01"),
+            ("until", "naive", datetime(2030, 1, 1)),
+            ("limit", "negative", -1),
+            ("limit", "str", "5"),
+            ("limit", "True", True),
+            ("limit", "float", 2.0),
+            ("offset", "negative", -1),
+            ("offset", "None", None),
+            ("newest_first", "str", "yes"),
+        )
+    ],
+    case("get_all_tasks", task_name=5, error=ConfigurationError, id="tasks-task_name-int"),
+    # -- job policies (issue 11): add_task and update_task
+    *[
+        case(method, *args, error=ConfigurationError, id=f"{method}-{name}-{label}", **{name: bad})
+        for method, args in (("add_task", ADD), ("update_task", (ACTIVE,)))
+        for name, label, bad in (
+            ("max_retries", "str", "2"),
+            ("max_retries", "negative", -1),
+            ("max_retries", "True", True),
+            ("max_retries", "float", 2.0),
+            ("max_retries", "None", None),
+            ("retry_backoff", "negative", -1),
+            ("retry_backoff", "nan", NAN),
+            ("retry_backoff", "inf", INF),
+            ("retry_backoff", "str", "1"),
+            ("retry_backoff", "None", None),
+            ("retry_backoff_max", "negative", -0.5),
+            ("retry_backoff_max", "nan", NAN),
+            ("retry_backoff_max", "inf", INF),
+            ("retry_backoff_max", "True", True),
+            ("timeout", "zero", 0),
+            ("timeout", "negative", -1),
+            ("timeout", "nan", NAN),
+            ("timeout", "inf", INF),
+            ("timeout", "str", "5"),
+            ("timeout", "10**400", 10**400),
+            ("timeout", "BrokenReal", BrokenReal()),
+        )
+    ],
+    # -- force and waiting (issue 11)
+    case("cancel_job", UNKNOWN_ID, force="yes", error=ConfigurationError, id="cancel-force-str"),
+    case("cancel_job", UNKNOWN_ID, force=1, error=ConfigurationError, id="cancel-force-int"),
+    *[
+        case(method, ident, bad, error=ConfigurationError, id=f"{method}-timeout-{label}")
+        for method, ident in (("wait_for_job", UNKNOWN_ID), ("wait_for_task", ACTIVE))
+        for label, bad in (("negative", -1), ("nan", NAN), ("str", "1"), ("True", True))
+    ],
     # -- listeners
     case("add_listener", "job_started", noop, error=ConfigurationError, id="listener-str-key"),
     case("add_listener", None, noop, error=ConfigurationError, id="listener-None-key"),
@@ -509,6 +563,17 @@ CONSTRUCTOR_CASES = [
     *[
         pytest.param({"shutdown_timeout": v}, ConfigurationError, id=f"shutdown_timeout-{label}")
         for label, v in (("negative", -1), ("nan", NAN), ("True", True), ("str", "1"))
+    ],
+    *[
+        pytest.param({"cancel_grace": v}, ConfigurationError, id=f"cancel_grace-{label}")
+        for label, v in (
+            ("negative", -1),
+            ("nan", NAN),
+            ("inf", INF),
+            ("True", True),
+            ("str", "1"),
+            ("None", None),
+        )
     ],
     pytest.param({"config": {"pool_size": 3}}, ConfigurationError, id="config-dict"),
     pytest.param(

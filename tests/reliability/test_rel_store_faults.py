@@ -326,7 +326,7 @@ class _Row:
 
     def to_row(self) -> tuple[Any, ...]:
         when = "2030-01-01 00:00:00+00:00"
-        return (self.id, "t", "n", "completed", when, when, 0.0, None, self.value)
+        return (self.id, "t", "n", "completed", when, when, 0.0, None, self.value, 1, None)
 
 
 async def test_a_row_refused_on_its_own_is_retried_alone(
