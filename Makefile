@@ -13,7 +13,8 @@ PEER_REQUIREMENT_apscheduler := apscheduler>=3.11,<4
 help:
 	@echo "make demo   - create $(VENV), install quiv, run examples/demo.py"
 	@echo "make test   - create $(VENV), install dev extras, run lint, type check and tests"
-	@echo "make mutation - mutation-test the pure modules (_schedule, _validation); fails on a survivor"
+	@echo "make mutation - mutation-test the pure modules (_schedule, _validation, _triggers);"
+	@echo "              fails on a survivor"
 	@echo "make bench  - run the benchmark suite (benchmarks/), print a table, write JSON;"
 	@echo "              PEERS=apscheduler adds APScheduler 3.11's figures (side venv $(PEER_VENV))"
 	@echo "make soak   - run the long mixed-workload soak (not part of CI)"
@@ -50,8 +51,8 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-# Our own small runner (tools/mutation.py): each mutant runs in a forked child
-# against the module's targeted tests; about a minute.
+# Our own small runner (tools/mutation.py): pytest collects the targeted tests
+# once, then each mutant runs them in a forked child; about a minute.
 mutation: $(STAMP)
 	$(BIN)/python tools/mutation.py $(MUTATION_ARGS)
 

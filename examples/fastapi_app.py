@@ -8,6 +8,10 @@ shows every job event and progress message as it happens.
   arrives on the websocket with the ``job_started`` event.
 * ``GET /tasks`` and ``GET /jobs`` return quiv's ``Task``/``Job`` models as JSON.
 * ``POST /jobs/{job_id}/cancel`` sets the job's stop event.
+* ``/quiv/`` is quiv's live dashboard (``quiv.web.dashboard``, the ``web``
+  extra), with its actions on. It has no authentication of its own, so here it
+  sits behind :class:`OperatorsOnly`: log in at ``/login`` with the token in
+  ``QUIV_OPERATOR_TOKEN`` (or the one printed at start-up).
 
 quiv's errors become HTTP errors in one exception handler (an unknown id is a
 404, not a 500).
@@ -18,15 +22,24 @@ lifespan, so handlers, listeners and progress callbacks all run on that loop.
 
 from __future__ import annotations
 
+import hmac
+import logging
+import os
+import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
+from starlette.requests import HTTPConnection
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from quiv import (
     AsyncQuiv,
@@ -40,6 +53,7 @@ from quiv import (
     Task,
     TaskNotScheduledError,
 )
+from quiv.web import dashboard
 
 
 # --8<-- [start:hub]
@@ -89,26 +103,102 @@ async def crunch(
 # --8<-- [end:handler]
 
 
+# --8<-- [start:report]
+async def build_report(
+    sections: int,
+    section_seconds: float,
+    _stop_event: threading.Event,
+    _progress_hook: Callable[..., None],
+) -> None:
+    """A recurring job whose progress, ``current`` of ``total``, the dashboard draws as a bar."""
+    for section in range(1, sections + 1):
+        if _stop_event.is_set():
+            return
+        await anyio.sleep(section_seconds)
+        _progress_hook(current=section, total=sections, message=f"section {section}")
+
+
+# --8<-- [end:report]
+
+
+# --8<-- [start:auth]
+OPERATOR_COOKIE = "operator"
+
+
+class OperatorsOnly:
+    """ASGI middleware: only requests with the operator's cookie reach the wrapped app.
+
+    Stands in for your app's own authentication (sessions, OAuth, a proxy):
+    the dashboard has none, so whatever guards your admin pages must wrap it.
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            sent = HTTPConnection(scope).cookies.get(OPERATOR_COOKIE, "")
+            if not hmac.compare_digest(sent.encode(), self.token.encode()):
+                if scope["type"] == "websocket":
+                    await WebSocketClose(code=1008)(scope, receive, send)
+                else:
+                    await PlainTextResponse("log in at /login", 401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+# --8<-- [end:auth]
+
+
 class CrunchRequest(BaseModel):
     steps: int = Field(default=20, ge=1, le=10_000)
     step_seconds: float = Field(default=0.5, gt=0, le=60)
 
 
 # --8<-- [start:app]
-def create_app(pool_size: int = 4) -> FastAPI:
+def create_app(pool_size: int = 4, operator_token: str | None = None) -> FastAPI:
     """Build the app; each call gets its own scheduler (handy in tests)."""
     scheduler = AsyncQuiv(pool_size=pool_size)
     hub = ProgressHub()
+    token = operator_token or os.environ.get("QUIV_OPERATOR_TOKEN") or secrets.token_urlsafe()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for event in Event:
             if event.is_job_event:
                 await scheduler.add_listener(event, hub.on_job_event)
+        # Two recurring reports, run at night or from the dashboard's "Run now".
+        for name, sections in (("nightly-report", 10), ("full-reindex", 600)):
+            await scheduler.add_task(
+                name,
+                build_report,
+                cron="0 3 * * *",
+                kwargs={"sections": sections, "section_seconds": 0.2},
+            )
+        if operator_token is None and "QUIV_OPERATOR_TOKEN" not in os.environ:
+            logging.getLogger("uvicorn.error").warning("dashboard login token: %s", token)
         async with scheduler:  # starts with the app, shuts down gracefully with it
             yield
 
     app = FastAPI(title="quiv example", lifespan=lifespan)
+    # --8<-- [start:mount]
+    app.mount("/quiv", OperatorsOnly(dashboard(scheduler, allow_actions=True), token))
+    # --8<-- [end:mount]
+
+    @app.get("/login", response_class=HTMLResponse)
+    async def login_form() -> str:
+        return LOGIN_PAGE
+
+    @app.post("/login")
+    async def login(request: Request) -> RedirectResponse:
+        form = parse_qs((await request.body()).decode())
+        sent = form.get("token", [""])[0]
+        if not hmac.compare_digest(sent.encode(), token.encode()):
+            return RedirectResponse("/login", status_code=303)
+        reply = RedirectResponse("/quiv/", status_code=303)
+        reply.set_cookie(OPERATOR_COOKIE, token, httponly=True, samesite="strict", path="/quiv")
+        return reply
 
     @app.exception_handler(QuivError)
     async def quiv_error(request: Request, exc: QuivError) -> JSONResponse:
@@ -228,6 +318,18 @@ PAGE = """<!doctype html>
                      body: JSON.stringify({ steps: 20, step_seconds: 0.5 }) });
   cancel.onclick = () => { if (lastJob) fetch(`/jobs/${lastJob}/cancel`, { method: "POST" }); };
 </script>
+</body>
+</html>
+"""
+
+LOGIN_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>quiv dashboard login</title></head>
+<body style="font-family: system-ui, sans-serif; margin: 2rem">
+<form method="post" action="/login">
+  <label>Operator token <input name="token" type="password" autofocus></label>
+  <button type="submit">Open the dashboard</button>
+</form>
 </body>
 </html>
 """

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import pytest
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from quiv import AsyncQuiv, Event, Job, SchedulerClosedError, Task
 
@@ -264,6 +265,10 @@ def websocket_inbox(client: TestClient, path: str) -> Iterator[Inbox]:
     inbox.join()
 
 
+#: The recurring tasks the example adds at start-up, for its dashboard.
+REPORTS = ("nightly-report", "full-reindex")
+
+
 def test_fastapi_app_streams_progress_lists_and_cancels() -> None:
     fastapi_app = load_example("fastapi_app")
     with TestClient(fastapi_app.create_app()) as client:
@@ -288,14 +293,14 @@ def test_fastapi_app_streams_progress_lists_and_cancels() -> None:
                 {"type": "job", "event": "job_completed", "task_id": task_id, "job_id": job_id},
             ]
             # A finished run-once task is gone; its job stays in the history.
-            assert client.get("/tasks").json() == []
+            assert [t["task_name"] for t in client.get("/tasks").json()] == list(REPORTS)
             assert [job["id"] for job in client.get("/jobs?status=completed").json()] == [job_id]
 
             long_task = client.post("/jobs", json={"steps": 10_000, "step_seconds": 0.01}).json()
             started = inbox.until(lambda m: m.get("event") == "job_started")[-1]
             assert started["task_id"] == long_task["task_id"]
             tasks = client.get("/tasks").json()
-            assert [(t["id"], t["status"], t["run_once"]) for t in tasks] == [
+            assert [(t["id"], t["status"], t["run_once"]) for t in tasks if t["run_once"]] == [
                 (long_task["task_id"], "running", True)
             ]
             reply = client.post(f"/jobs/{started['job_id']}/cancel")
@@ -343,7 +348,25 @@ def test_fastapi_app_answers_bad_input_with_4xx() -> None:
         assert (missing.status_code, missing.json()["error"]) == (404, "JobNotFoundError")
         assert client.post("/jobs", content=b"not json").status_code == 422
         assert client.post("/jobs", json={"steps": 0}).status_code == 422
-        assert client.get("/tasks").json() == []
+        assert [t["task_name"] for t in client.get("/tasks").json()] == list(REPORTS)
+
+
+def test_fastapi_app_mounts_the_dashboard_behind_the_operator_cookie() -> None:
+    fastapi_app = load_example("fastapi_app")
+    with TestClient(fastapi_app.create_app(operator_token="letmein")) as client:
+        assert client.get("/quiv/").status_code == 401
+        assert client.get("/quiv/api/tasks").status_code == 401
+        with pytest.raises(WebSocketDisconnect), client.websocket_connect("/quiv/ws") as ws:
+            ws.receive_json()
+        wrong = client.post("/login", data={"token": "guess"}, follow_redirects=False)
+        assert (wrong.status_code, wrong.headers["location"]) == (303, "/login")
+        right = client.post("/login", data={"token": "letmein"}, follow_redirects=False)
+        assert (right.status_code, right.headers["location"]) == (303, "/quiv/")
+        page = client.get("/quiv/")
+        assert page.status_code == 200
+        assert 'data-action="run"' in page.text  # mounted with its actions on
+        names = [task["task_name"] for task in client.get("/quiv/api/tasks").json()]
+        assert names == list(REPORTS)
 
 
 # -- fastapi_quickstart.py -------------------------------------------------------

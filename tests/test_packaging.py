@@ -25,8 +25,11 @@ RUNTIME_UNIMPORTED = {
 DEV_UNIMPORTED = {
     "coverage": "command-line tool",
     "httpx2": "starlette.testclient's HTTP client",
+    "jinja2": "the web extra's, for quiv.web in the dashboard tests",
     "mypy": "command-line tool",
     "pytest-timeout": "pytest plugin, configured in pyproject.toml",
+    "uvicorn": "serves the example to the browser test, in a child process",
+    "websockets": "uvicorn's websocket support, for that test",
     "ruff": "command-line tool",
 }
 
@@ -81,11 +84,18 @@ def _imports(node: ast.AST, module_level_only: bool) -> set[str]:
     return found
 
 
-def imported_distributions(folders: list[str], module_level_only: bool) -> set[str]:
-    """Third-party distributions whose modules the files under ``folders`` import."""
+def imported_distributions(
+    folders: list[str], module_level_only: bool, exclude: str | None = None
+) -> set[str]:
+    """Third-party distributions whose modules the files under ``folders`` import.
+
+    ``exclude``: leave out the files inside any folder of that name.
+    """
     modules: set[str] = set()
     for folder in folders:
         for path in (ROOT / folder).rglob("*.py"):
+            if exclude is not None and exclude in path.relative_to(ROOT / folder).parts[:-1]:
+                continue
             modules |= _imports(ast.parse(path.read_text(encoding="utf-8")), module_level_only)
     local = {path.stem for folder in folders for path in (ROOT / folder).rglob("*.py")}
     local |= {"quiv", *folders}
@@ -99,9 +109,15 @@ def imported_distributions(folders: list[str], module_level_only: bool) -> set[s
 
 def test_runtime_imports_are_declared_and_declarations_used() -> None:
     used = imported_distributions(["src"], module_level_only=False)
-    runtime = declared(None)
-    assert used - runtime == set(), "imported by quiv but not declared"
+    runtime, web = declared(None), declared("web")
+    assert used - runtime - web == set(), "imported by quiv but not declared"
     assert runtime - used == set(RUNTIME_UNIMPORTED), "declared but not imported"
+    assert web - used == set(), "a web dependency that nothing needs"
+
+
+def test_the_web_extra_is_needed_only_by_quiv_web() -> None:
+    core = imported_distributions(["src"], module_level_only=False, exclude="web")
+    assert core <= declared(None), "the core imports a package of the web extra"
 
 
 def test_dev_imports_are_declared_and_declarations_used() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
@@ -24,10 +24,16 @@ from quiv._triggers import (
     At,
     Cron,
     Every,
+    Moment,
     Overdue,
+    RunPolicy,
+    _cron,
+    choose_trigger,
     is_missed,
     jitter_delay,
+    resolve_trigger,
     settle_overdue,
+    task_zone,
     validate_coalesce,
     validate_jitter,
     validate_max_instances,
@@ -145,6 +151,8 @@ def test_due_between_lists_what_became_due_during_a_jump() -> None:
     three = datetime(2030, 5, 6, 3, 0, tzinfo=BERLIN)
     assert cron.due_between(three, three) == []
     assert cron.due_between(three - timedelta(seconds=1), three) == [three.astimezone(UTC)]
+    assert cron.count_between(three - timedelta(seconds=1), three) == 1
+    assert cron.count_between(three, three + timedelta(hours=1)) == 0
 
 
 def test_seconds_field_and_shorthands() -> None:
@@ -336,8 +344,9 @@ def test_is_missed_boundaries() -> None:
     assert is_missed(10.0, 10.001, 0.0)
     start = datetime(2030, 1, 1, tzinfo=UTC)
     assert is_missed(start, start + timedelta(seconds=6), 5.0)
-    with pytest.raises(TypeError):
-        is_missed(10.0, start, 5.0)  # type: ignore[type-var]
+    for due, now in ((10.0, start), (start, 10.0)):
+        with pytest.raises(TypeError, match="both be seconds or both datetimes"):
+            is_missed(due, now, 5.0)  # type: ignore[type-var]
 
 
 @given(
@@ -367,6 +376,13 @@ def test_jitter_delays_within_bounds_and_is_reproducible() -> None:
     assert all(0.0 <= s <= 5.0 for s in samples)
     assert max(samples) > 4.5 and min(samples) < 0.5  # spread over the range
     assert jitter_delay(0.0, rng) == 0.0
+    # No jitter draws nothing: the random sequence of the other tasks is not disturbed.
+    drawn = random.Random(3)
+    assert jitter_delay(0.0, drawn) == 0.0
+    assert drawn.random() == random.Random(3).random()
+    small = [jitter_delay(0.5, random.Random(seed)) for seed in range(20)]
+    assert all(0.0 <= s <= 0.5 for s in small)
+    assert len(set(small)) == 20  # below one second is still random
 
 
 # -- property tests: cron --------------------------------------------------------
@@ -507,6 +523,10 @@ def test_bad_trigger_arguments() -> None:
         Every(1, fixed=1)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="timezone-aware"):
         Cron("* * * * *", "UTC").next_after(datetime(2030, 1, 1))
+    with pytest.raises(ConfigurationError, match="timezone-aware"):
+        Cron("* * * * *", "UTC").next_after(datetime(2030, 1, 1, tzinfo=_NoOffset()))
+    with pytest.raises(ConfigurationError, match="after must be a datetime"):
+        Cron("* * * * *", "UTC").next_after("2030-01-01T00:00Z")  # type: ignore[arg-type]
 
 
 def test_policy_validation() -> None:
@@ -515,6 +535,8 @@ def test_policy_validation() -> None:
     assert validate_misfire_grace(None) is None
     assert validate_misfire_grace(0) == 0.0
     assert validate_max_instances(2) == 2
+    assert validate_max_instances(1) == 1
+    assert RunPolicy() == RunPolicy(jitter=0.0, misfire_grace=None, coalesce=True, max_instances=1)
     assert validate_coalesce(False) is False
     for bad_jitter in (-0.1, math.nan, "1", None):
         with pytest.raises(ConfigurationError, match="jitter"):
@@ -527,3 +549,143 @@ def test_policy_validation() -> None:
             validate_max_instances(bad_count)
     with pytest.raises(ConfigurationError, match="coalesce"):
         validate_coalesce(1)
+
+
+class _NoOffset(tzinfo):
+    """A tzinfo that knows no offset: a datetime carrying it is still naive."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        return None
+
+
+class _Unhashable(tzinfo):
+    """A fixed UTC+1 zone that cannot be hashed (it defines __eq__ only)."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=1)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        return "UTC+1"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Unhashable)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_at_refuses_a_tzinfo_without_an_offset() -> None:
+    with pytest.raises(ConfigurationError, match="gives no UTC offset"):
+        At(datetime(2030, 1, 1, tzinfo=_NoOffset()))
+
+
+def test_at_fires_once_and_reports_its_fields() -> None:
+    instant = datetime(2030, 3, 1, 8, 0, tzinfo=UTC)
+    at = At(instant)
+    assert not at.repeats
+    assert Cron("* * * * *").repeats and Every(1).repeats
+    assert list(at.fire_times(instant - timedelta(seconds=1))) == [instant]
+    assert list(at.fire_times(instant)) == []
+    assert list(at.fire_times(instant + timedelta(seconds=1))) == []
+    assert at.fields() == {"interval_seconds": None, "cron": None, "run_at": instant}
+    timeline = at.timeline()
+    early = Moment(0.0, instant - timedelta(seconds=30))
+    assert timeline.start(early, 0.0) == Moment(30.0, instant)
+    assert timeline.after_run(Moment(31.0, instant + timedelta(seconds=1))) is None
+    late = Moment(0.0, instant + timedelta(hours=1))
+    assert at.timeline().start(late, 0.0) == late  # already past: due at once
+
+
+def test_cron_fields_and_timeline() -> None:
+    cron = Cron("0 3 * * *", "UTC")
+    assert cron.fields() == {"interval_seconds": None, "cron": "0 3 * * *", "run_at": None}
+    now = Moment(0.0, datetime(2030, 1, 1, 2, 0, tzinfo=UTC))
+    timeline = cron.timeline()
+    assert timeline.start(now, 0.0) == Moment(3600.0, datetime(2030, 1, 1, 3, 0, tzinfo=UTC))
+    assert timeline.upcoming(now) == Moment(3600.0, datetime(2030, 1, 1, 3, 0, tzinfo=UTC))
+
+
+def test_cron_in_a_zone_that_cannot_be_hashed() -> None:
+    odd = Cron("0 3 * * *", _Unhashable())
+    plain = Cron("0 3 * * *", timezone(timedelta(hours=1)))
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    assert odd.next_after(start) == plain.next_after(start) == datetime(2030, 1, 1, 2, tzinfo=UTC)
+
+
+def test_a_parser_error_of_another_kind_is_still_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(expression: str, start: datetime) -> object:
+        raise ValueError("cronsim gave up")
+
+    monkeypatch.setattr(_cron, "CronSim", broken)
+    _cron._parse_text.cache_clear()  # parsed expressions are cached
+    with pytest.raises(ConfigurationError, match="'1 2 3 4 5': cronsim gave up"):
+        Cron("1 2 3 4 5")
+
+
+def test_an_unknown_parser_message_is_passed_on() -> None:
+    assert _cron._which_field("Something new", ["*"] * 5) == "Something new"
+    assert _cron._which_field("Bad hour", ["1", "25", "*", "*", "*"]) == "bad hour field '25'"
+
+
+# -- choosing and resolving a trigger -----------------------------------------------------
+
+
+def test_choose_trigger_takes_exactly_one_way_of_saying_when() -> None:
+    berlin = Cron("0 3 * * *", "Europe/Berlin")
+    when = datetime(2030, 1, 1, 9, 0)
+    assert choose_trigger(5, True, None, None, None) == Every(5)
+    assert choose_trigger(5, False, None, None, None) == Every(5, fixed=False)
+    assert choose_trigger(None, True, "0 3 * * *", None, None) == Cron("0 3 * * *")
+    assert choose_trigger(None, True, None, when, None) == At(when)
+    assert choose_trigger(None, True, None, None, berlin) is berlin
+    with pytest.raises(ConfigurationError, match=r"exactly one .*\(given: none\)"):
+        choose_trigger(None, True, None, None, None)
+    with pytest.raises(ConfigurationError, match=r"\(given: interval, cron\)"):
+        choose_trigger(5, True, "* * * * *", None, None)
+    with pytest.raises(ConfigurationError, match=r"\(given: run_at, trigger\)"):
+        choose_trigger(None, True, None, when, berlin)
+    with pytest.raises(ConfigurationError, match="trigger must be"):
+        choose_trigger(None, True, None, None, "daily")
+    with pytest.raises(ConfigurationError, match="run_at must be a datetime"):
+        choose_trigger(None, True, None, "2030-01-01", None)
+    with pytest.raises(ConfigurationError, match="fixed_interval must be a bool"):
+        choose_trigger(5, "yes", None, None, None)
+
+
+def test_resolve_trigger_fills_in_the_zone() -> None:
+    berlin, utc = ZoneInfo("Europe/Berlin"), timezone.utc
+    # No zone of its own: the task's, else the scheduler's.
+    assert resolve_trigger(Cron("0 3 * * *"), berlin, utc) == Cron("0 3 * * *", berlin)
+    assert resolve_trigger(Cron("0 3 * * *"), None, berlin) == Cron("0 3 * * *", berlin)
+    naive = datetime(2030, 1, 1, 9, 0)
+    assert resolve_trigger(At(naive), None, berlin) == At(naive, berlin)
+    # A zone of its own stands; the same zone again is no conflict.
+    own = Cron("0 3 * * *", "America/New_York")
+    assert resolve_trigger(own, None, berlin) is own
+    assert resolve_trigger(own, ZoneInfo("America/New_York"), utc) is own
+    plus_one = Cron("0 3 * * *", timezone(timedelta(hours=1)))
+    assert resolve_trigger(plus_one, timezone(timedelta(hours=1)), utc) is plus_one
+    # Elapsed time has no zone to conflict with.
+    every = Every(5)
+    assert resolve_trigger(every, berlin, utc) is every
+    for zoned in (own, At(datetime(2030, 1, 1, tzinfo=utc), "America/New_York")):
+        with pytest.raises(ConfigurationError, match="has a timezone of its own"):
+            resolve_trigger(zoned, berlin, utc)
+
+
+def test_task_zone() -> None:
+    assert task_zone(None) is None
+    assert task_zone("Europe/Berlin") == ZoneInfo("Europe/Berlin")
+    assert task_zone("UTC") is timezone.utc
+    with pytest.raises(InvalidTimezoneError):
+        task_zone("Mars/Olympus")

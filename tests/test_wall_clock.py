@@ -17,6 +17,8 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from _support import AsyncRecorder, noop
 from quiv import (
@@ -500,3 +502,198 @@ def test_virtual_clock_started_in_a_zone_counts_real_seconds() -> None:
     assert clock.now().astimezone(berlin).isoformat() == "2030-03-31T03:29:00+02:00"
     with pytest.raises(ValueError, match="aware"):
         VirtualClock(datetime(2030, 1, 1))
+
+
+# -- gaps the first round of tests left open ----------------------------------------------
+
+
+async def test_update_task_with_only_a_timezone_replans_in_the_new_zone() -> None:
+    clock = VirtualClock(datetime(2030, 1, 1, 0, 0, tzinfo=UTC))
+    async with AsyncQuiv(clock=clock, timezone="Europe/Berlin") as scheduler:
+        recorder = AsyncRecorder()
+        await recorder.attach(scheduler)
+        task_id = await scheduler.add_task("nightly", tick, cron="0 3 * * *")
+        before = await scheduler.get_task(task_id)
+        assert before.next_run_at == datetime(2030, 1, 1, 2, 0, tzinfo=UTC)  # 03:00 CET
+        after = await scheduler.update_task(task_id, timezone="America/New_York")
+        assert after.next_run_at == datetime(2030, 1, 1, 8, 0, tzinfo=UTC)  # 03:00 EST
+        assert (after.timezone, after.cron) == ("America/New_York", "0 3 * * *")
+        assert after.trigger == "cron '0 3 * * *' (America/New_York)"
+        assert await scheduler.get_task(task_id) == after
+        clock.advance(2 * 3600)  # 03:00 in Berlin: no longer this task's time
+        await wait_all_tasks_blocked()
+        assert recorder.count(Event.JOB_STARTED) == 0
+        clock.advance(6 * 3600)  # 03:00 in New York
+        await recorder.wait_for(DONE)
+        assert recorder.jobs[-1].started_at == datetime(2030, 1, 1, 8, 0, tzinfo=UTC)
+        # A trigger with a zone of its own refuses another one, and nothing changes.
+        own = await scheduler.add_task("own", tick, trigger=Cron("0 3 * * *", "Asia/Tokyo"))
+        planned = await scheduler.get_task(own)
+        with pytest.raises(ConfigurationError, match="timezone of its own"):
+            await scheduler.update_task(own, timezone="Europe/Berlin")
+        assert await scheduler.get_task(own) == planned
+
+
+async def test_run_now_below_max_instances_starts_beside_the_running_job() -> None:
+    clock = VirtualClock()
+    gates: list[anyio.Event] = []
+    starts: list[float] = []
+
+    async def slow() -> None:
+        gate = anyio.Event()
+        gates.append(gate)
+        starts.append(clock.monotonic())
+        await gate.wait()
+
+    async with AsyncQuiv(clock=clock) as scheduler:
+        recorder = AsyncRecorder()
+        await recorder.attach(scheduler)
+        task_id = await scheduler.add_task("slow", slow, interval=60, max_instances=2)
+        await recorder.wait_for(Event.JOB_STARTED)
+        await wait_all_tasks_blocked()
+        clock.advance(5)
+        assert await scheduler.run_task_immediately(task_id) == 1
+        await recorder.wait_for(Event.JOB_STARTED, 2)  # at once: the first still runs
+        await wait_all_tasks_blocked()
+        assert recorder.count(DONE) == 0
+        # At max_instances now: a third run waits for one of the two to end.
+        assert await scheduler.run_task_immediately(task_id) == 1
+        await wait_all_tasks_blocked()
+        assert recorder.count(Event.JOB_STARTED) == 2
+        clock.advance(5)  # t = 10
+        gates[0].set()
+        await recorder.wait_for(Event.JOB_STARTED, 3)
+        await wait_all_tasks_blocked()
+        for gate in gates:
+            gate.set()
+        await recorder.wait_for(DONE, 3)
+        await wait_all_tasks_blocked()
+        clock.advance(50)  # t = 60: the cadence was kept through the extra runs
+        await recorder.wait_for(Event.JOB_STARTED, 4)
+        await wait_all_tasks_blocked()
+        gates[-1].set()
+        await recorder.wait_for(DONE, 4)
+    assert starts == [0.0, 5.0, 10.0, 60.0]
+    assert recorder.records[1:5] == [
+        ("job_started", "slow", "running"),
+        ("job_started", "slow", "running"),
+        ("job_completed", "slow", "completed"),
+        ("job_started", "slow", "running"),
+    ]
+
+
+async def test_jitter_on_a_cron_task_delays_each_start_but_never_moves_the_cadence() -> None:
+    clock = VirtualClock()  # 2030-01-01 00:00:00 UTC
+    starts: list[float] = []
+
+    async def record() -> None:
+        starts.append(clock.monotonic())
+
+    async with AsyncQuiv(clock=clock) as scheduler:
+        scheduler._engine._rng.seed(7)  # reproducible draws
+        await scheduler.add_task("jittery", record, cron="*/10 * * * * *", jitter=4)
+        for _ in range(232):  # 0.25 s steps through 58 s
+            clock.advance(0.25)
+            await wait_all_tasks_blocked()
+    assert len(starts) == 5  # the fires at 10, 20, 30, 40 and 50 s
+    lateness = [start - 10 * k for k, start in enumerate(starts, 1)]
+    assert all(0 <= late <= 4.25 for late in lateness), lateness
+    assert len(set(lateness)) > 1  # each start drew its own delay
+
+
+class _UnannouncedJumps(VirtualClock):
+    """A virtual clock whose wall-clock jumps wake nobody, as the system clock's do."""
+
+    wall_recheck = 30.0
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self.unannounced = 0.0
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(seconds=self.unannounced)
+
+
+def test_the_system_clock_asks_for_a_wall_recheck() -> None:
+    from quiv._clock import SystemClock
+
+    assert SystemClock.wall_recheck > 0  # the engine reads this attribute
+
+
+async def test_wall_recheck_caps_the_sleep_only_while_wall_clock_tasks_exist() -> None:
+    clock = _UnannouncedJumps(datetime(2030, 1, 1, 0, 0, tzinfo=UTC))
+    async with AsyncQuiv(clock=clock) as scheduler:
+        engine = scheduler._engine
+        recorder = AsyncRecorder()
+        await recorder.attach(scheduler)
+        hourly_id = await scheduler.add_task("hourly", tick, interval=3600, delay=3600)
+        await wait_all_tasks_blocked()
+        assert engine._sleeping_until == 3600.0  # elapsed time needs no look at the wall
+        cron_id = await scheduler.add_task("nightly", tick, cron="0 3 * * *")
+        await wait_all_tasks_blocked()
+        assert engine._sleeping_until == 30.0  # 03:00 is far: look again within 30 s
+        clock.unannounced = 3 * 3600 + 5  # the wall clock steps past 03:00, silently
+        clock.advance(29.9)
+        await wait_all_tasks_blocked()
+        assert recorder.count(DONE) == 0  # nobody looked yet
+        clock.advance(0.1)  # the recheck: the jump is seen and 03:00 runs
+        await recorder.wait_for(DONE)
+        await wait_all_tasks_blocked()
+        assert engine._sleeping_until == 60.0
+        await scheduler.remove_task(cron_id)
+        clock.advance(30)  # the last capped wake-up; none after it
+        await wait_all_tasks_blocked()
+        assert engine._sleeping_until == 3600.0
+        # Retimed to a wall-clock trigger (05:00, due after 3600 s): the cap is back at once.
+        await scheduler.update_task(hourly_id, cron="0 5 * * *")
+        await wait_all_tasks_blocked()
+        assert engine._sleeping_until == 90.0
+
+
+# -- a property of the whole engine: cron through random advances and jumps ---------------
+
+_SIMPLE_CRONS = st.sampled_from(
+    ["*/5 * * * * *", "*/7 * * * * *", "0,30 * * * * *", "15 */2 * * * *", "*/20 * * * * *"]
+)
+# A step moves both clocks forward (advance) or the wall clock alone (jump, either way,
+# by a whole second or more: anything under JUMP_TOLERANCE is not a jump but drift).
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("advance"), st.integers(0, 160).map(lambda q: q / 4)),
+        st.tuples(st.just("jump"), st.integers(-90, 150).filter(lambda s: s != 0).map(float)),
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expression=_SIMPLE_CRONS, steps=_STEPS)
+async def test_every_fire_time_runs_once_through_advances_and_jumps(
+    expression: str, steps: list[tuple[str, float]]
+) -> None:
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    clock = VirtualClock(start)
+    latest = start  # the latest wall time the clock has shown
+    async with AsyncQuiv(clock=clock, history_retention_seconds=10**6) as scheduler:
+        recorder = AsyncRecorder()
+        await recorder.attach(scheduler)
+        task_id = await scheduler.add_task("cron", tick, cron=expression, coalesce=False)
+        expected = 0
+        for kind, seconds in steps:
+            if kind == "advance":
+                clock.advance(seconds)
+            else:
+                clock.jump(seconds)
+            latest = max(latest, clock.now())
+            expected = Cron(expression, "UTC").count_between(start, latest)
+            await recorder.wait_for(DONE, expected)
+            await wait_all_tasks_blocked()
+        jobs = [j for j in scheduler._engine.registry.jobs.values() if j.task.id == task_id]
+    jobs.sort(key=lambda job: job.number)
+    dues = [job.slot.wall for job in jobs]
+    fires = Cron(expression, "UTC").due_between(start, latest)
+    assert dues == fires  # each fire time up to the latest wall time, in order, once
+    assert all(a < b for a, b in pairwise(dues))
+    assert all(job.status is JobStatus.COMPLETED for job in jobs)
+    assert recorder.count(DONE) == len(fires)

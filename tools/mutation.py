@@ -7,15 +7,17 @@ cannot see, i.e. a gap. The run fails if any mutant survives, unless it is
 listed in ``EQUIVALENT`` with the reason why no test can ever tell it apart.
 
 Why our own runner rather than mutmut or cosmic-ray: the modules are small and
-pure, so a mutant can be applied inside a forked copy of one process that has
-already imported pytest, hypothesis and quiv. Each mutant then costs a fork and
-a targeted pytest run (tens of milliseconds), not a fresh interpreter, a copied
-source tree or a session database, and it works with the src layout and the
-editable install as they are.
+pure, so a mutant can be applied inside a forked copy of one process. That
+process runs pytest once, which collects (and imports) the targeted tests; then
+each mutant costs a fork and the tests it runs until the first failure, not a
+fresh interpreter, a pytest start-up, a copied source tree or a session
+database, and it works with the src layout and the editable install as they are.
 
-The mutant replaces the ``__code__`` of each function in the live module (and
-rebinds module-level constants), so every reference to the function, including
-names the tests imported with ``from ... import``, runs the mutated code.
+The mutant replaces the ``__code__`` of each function in the live module
+(methods, properties and ``lru_cache``-wrapped functions included; caches are
+cleared) and rebinds module constants and plain class attributes, so every
+reference, including names the tests imported with ``from ... import`` and
+objects built before the fork, runs the mutated code.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,13 +42,50 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS: dict[str, list[str]] = {
     "quiv._schedule": ["tests/test_schedule.py"],
     "quiv._validation": ["tests/test_validation.py"],
+    **{
+        f"quiv._triggers._{name}": ["tests/test_triggers.py", "tests/test_timelines.py"]
+        for name in ("base", "every", "cron", "at", "policies", "choose")
+    },
 }
 
 #: Mutants no test can kill, as (module, source line, mutation) -> why they are equivalent.
-EQUIVALENT: dict[tuple[str, str, str], str] = {}
+EQUIVALENT: dict[tuple[str, str, str], str] = {
+    **{
+        ("quiv._triggers._cron", "_PARSE_AT = datetime(2000, 1, 1)", change): (
+            "where the validity check starts: cronsim looks 50 years ahead, and the "
+            "longest wait between two matches of any expression (a 29 February on a "
+            "given weekday) is 40 years, so any start in 2000 or 2001 finds the same"
+        )
+        for change in ("2000 -> 2001", "1 -> 2")
+    },
+    (
+        "quiv._triggers._cron",
+        "_evaluated: str = field(compare=False)  # the expression handed to cronsim",
+        "False -> True",
+    ): "_evaluated is a function of expression, which is compared already",
+    (
+        "quiv._triggers._cron",
+        "for name, part in zip(names, parts, strict=False):",
+        "False -> True",
+    ): "names is chosen to have as many entries as parts, so strict never raises",
+    ("quiv._triggers._cron", "if instant > previous:", "Gt -> GtE"): (
+        "cronsim moves at least one second forward on the wall clock, and a time it "
+        "maps back into a repeated hour lies before the start, never on it: no fire "
+        "time equals the one before it"
+    ),
+}
 
-#: Seconds a mutant's test run may take before it counts as killed (it looped).
-TIMEOUT = 60.0
+#: A mutant's test run that takes this many times as long as the unmutated run
+#: (and at least ``MIN_TIMEOUT`` seconds) loops: it is stopped and counts as killed.
+TIMEOUT_FACTOR = 3.0
+MIN_TIMEOUT = 5.0
+#: The unmutated run may take this long.
+BASELINE_TIMEOUT = 120.0
+#: A mutant's test run that took longer than this is reported: a test could kill it sooner.
+SLOW = 10.0
+#: How many recent killer tests run first for the next mutant.
+_KILLERS = 8
+_KILLED_AT = 16
 
 _SWAPS: dict[type[ast.AST], list[type[ast.AST]]] = {
     ast.Lt: [ast.LtE, ast.Gt],
@@ -153,7 +193,9 @@ def _variants(node: ast.AST) -> list[tuple[str, Mutation]]:
         found.append(("drop raise", _replace(lambda _: ast.Pass())))
     elif isinstance(node, ast.If):
         found.append(("negate if", _set("test", lambda n: ast.UnaryOp(ast.Not(), n.test))))  # type: ignore[attr-defined]
-    elif isinstance(node, ast.Return) and node.value is not None:
+    elif isinstance(node, ast.Return) and not (
+        node.value is None or (isinstance(node.value, ast.Constant) and node.value.value is None)
+    ):
         found.append(("return None", _replace(lambda _: ast.Return(ast.Constant(None)))))
     return found
 
@@ -175,6 +217,15 @@ def _mutable_nodes(tree: ast.Module) -> Iterator[ast.AST]:
             skip.update(id(n) for n in ast.walk(node))
         if isinstance(node, ast.JoinedStr):  # error messages: wording is not behaviour
             skip.update(id(n) for n in ast.walk(node))
+        if isinstance(node, ast.If) and all(
+            isinstance(n, ast.Import | ast.ImportFrom) for n in node.body + node.orelse
+        ):  # a version switch: it picks where a name comes from, not what it does
+            skip.update(id(n) for n in ast.walk(node))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            # Decorators (``@dataclass(frozen=True)``, ``@lru_cache(maxsize=...)``) made
+            # the live class or wrapper, which a mutant keeps: it cannot change them.
+            for decorator in node.decorator_list:
+                skip.update(id(n) for n in ast.walk(decorator))
     for node in ast.walk(tree):
         if id(node) not in skip and _variants(node):
             yield node
@@ -211,138 +262,267 @@ def mutated_namespace(
     return namespace
 
 
+_PLAIN = (bool, int, float, complex, str, bytes, tuple, frozenset, type(None))
+
+
+def _patch(old: object, new: object) -> bool:
+    """Give ``old`` the behaviour of ``new`` in place; False if they are not both code."""
+    if isinstance(old, types.FunctionType) and isinstance(new, types.FunctionType):
+        old.__code__ = new.__code__
+        old.__defaults__ = new.__defaults__
+        old.__kwdefaults__ = new.__kwdefaults__
+        return True
+    if isinstance(old, property) and isinstance(new, property):
+        for accessor in ("fget", "fset", "fdel"):
+            before, after = getattr(old, accessor), getattr(new, accessor)
+            if before is not None and after is not None:
+                _patch(before, after)
+        return True
+    if isinstance(old, staticmethod | classmethod) and isinstance(new, type(old)):
+        return _patch(old.__func__, new.__func__)
+    wrapped = getattr(old, "__wrapped__", None)
+    if wrapped is not None and hasattr(old, "cache_clear"):  # functools.lru_cache
+        patched = _patch(wrapped, getattr(new, "__wrapped__", None))
+        old.cache_clear()  # results of the unmutated code must not answer for the mutant
+        return patched
+    return False
+
+
 def install(module: types.ModuleType, namespace: dict[str, object]) -> None:
-    """Make the live ``module`` behave as the mutated one, for every existing reference."""
+    """Make the live ``module`` behave as the mutated one, for every existing reference.
+
+    Functions (module level, methods, properties, ``lru_cache`` wrappers) keep
+    their identity and get the mutated code; module constants and plain class
+    attributes (``wall_clock = True``) are rebound. Classes themselves are kept,
+    so instances and ``isinstance`` checks made before the mutant still hold.
+    """
     for name, new in namespace.items():
+        if name.startswith("__"):
+            continue
         old = module.__dict__.get(name)
-        if isinstance(old, types.FunctionType) and isinstance(new, types.FunctionType):
-            old.__code__ = new.__code__
-            old.__defaults__ = new.__defaults__
-            old.__kwdefaults__ = new.__kwdefaults__
-        elif not isinstance(new, type | types.ModuleType | types.FunctionType) and not (
-            name.startswith("__")
-        ):
+        if isinstance(new, type):
+            if isinstance(old, type) and new.__module__ == module.__name__:
+                for attribute, value in vars(new).items():
+                    current = vars(old).get(attribute)
+                    plain = isinstance(value, _PLAIN) and not attribute.startswith("__")
+                    if not _patch(current, value) and plain:
+                        setattr(old, attribute, value)
+        elif not _patch(old, new) and not isinstance(new, types.ModuleType):
             setattr(module, name, new)
 
 
-def run_tests(tests: list[str]) -> int:
+def _silence() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+
+
+def _run_items(items: list[Any]) -> NoReturn:
+    """In a child: run ``items`` in order; exit 0 if all pass, else name the first failure.
+
+    The exit status is ``_KILLED_AT`` plus the failing test's position (255 if
+    that does not fit), so the parent can try that test first on later mutants.
+    """
+
+    class _FirstFailure:
+        def __init__(self) -> None:
+            self.position = 0
+
+        def pytest_runtest_logreport(self, report: Any) -> None:
+            if report.failed:
+                os._exit(min(_KILLED_AT + self.position, 255))
+
+    code = 3
+    try:
+        _silence()
+        watch = _FirstFailure()
+        items[0].config.pluginmanager.register(watch)
+        for position, item in enumerate(items):
+            watch.position = position
+            following = items[position + 1] if position + 1 < len(items) else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=following)
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def start_mutant(
+    module: types.ModuleType, tree: ast.Module, mutant: Mutant, items: list[Any]
+) -> int:
+    """Fork a child that applies ``mutant`` and runs ``items``; it exits 0 if it survived."""
+    pid = os.fork()
+    if pid == 0:  # the child: mutate, test, report by exit status
+        try:
+            if mutant is not _BASELINE:
+                install(module, mutated_namespace(module, tree, mutant))
+        except BaseException:
+            os._exit(2)  # the mutant does not even load: killed
+        _run_items(items)
+    return pid
+
+
+@dataclass
+class _Outcome:
+    survivors: list[Mutant]
+    seconds: dict[Mutant, float]  # how long each mutant took to be decided
+
+
+def run_all(
+    module: types.ModuleType,
+    tree: ast.Module,
+    mutants: list[Mutant],
+    items: list[Any],
+    jobs: int,
+    timeout: float,
+) -> _Outcome:
+    """Run every mutant, ``jobs`` at a time.
+
+    The tests that killed recent mutants run first for the next ones: mutants
+    of one function tend to die on the same few tests.
+    """
+    waiting = list(reversed(mutants))
+    running: dict[int, tuple[Mutant, float, list[Any]]] = {}
+    outcome = _Outcome([], {})
+    killers: list[Any] = []  # latest first
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            mutant = waiting.pop()
+            order = killers + [item for item in items if item not in killers]
+            pid = start_mutant(module, tree, mutant, order)
+            running[pid] = (mutant, time.monotonic(), order)
+        for pid, (mutant, began, order) in list(running.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            elapsed = time.monotonic() - began
+            if done:
+                del running[pid]
+                outcome.seconds[mutant] = elapsed
+                code = os.waitstatus_to_exitcode(status)
+                if code == 0:
+                    outcome.survivors.append(mutant)
+                elif _KILLED_AT <= code < 255:
+                    killer = order[code - _KILLED_AT]
+                    killers = [killer, *(k for k in killers if k is not killer)][:_KILLERS]
+            elif elapsed > timeout:  # it loops: killed
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                del running[pid]
+                outcome.seconds[mutant] = elapsed
+        time.sleep(0.002)
+    outcome.survivors.sort(key=lambda m: (m.index, m.variant))
+    return outcome
+
+
+def _selected(items: list[Any], tests: list[str]) -> list[Any]:
+    """The collected items that ``tests`` (files or node ids) name, examples first.
+
+    Most mutants die on an example test, cheaply; property tests run last.
+    """
+    chosen = [
+        item
+        for item in items
+        if any(item.nodeid == t or item.nodeid.startswith(t.rstrip("/") + "::") for t in tests)
+    ]
+    chosen.sort(key=lambda item: hasattr(getattr(item, "obj", None), "hypothesis"))
+    return chosen
+
+
+class _Mutate:
+    """A pytest plugin: the tests are collected once, then each mutant runs them in a fork.
+
+    Collecting (and importing) once, and forking a process that has done it,
+    makes a mutant cost only the tests it runs until the first failure.
+    """
+
+    def __init__(self, modules: list[str], jobs: int) -> None:
+        self.modules, self.jobs = modules, jobs
+        self.report: list[str] = []
+        self.failures = 0
+
+    def pytest_runtestloop(self, session: Any) -> bool:
+        # The unmutated run's seconds (None: it failed), per selection of tests.
+        baselines: dict[tuple[str, ...], float | None] = {}
+        for name in self.modules:
+            began = time.monotonic()
+            items = _selected(session.items, TARGETS[name])
+            module = importlib.import_module(name)
+            source = Path(module.__file__ or "").read_text()
+            lines = source.splitlines()
+            tree = ast.parse(source)
+            selection = tuple(item.nodeid for item in items)
+            if selection not in baselines:
+                baseline = run_all(module, tree, [_BASELINE], items, 1, BASELINE_TIMEOUT)
+                passed = bool(items) and baseline.survivors == [_BASELINE]
+                baselines[selection] = baseline.seconds[_BASELINE] if passed else None
+            base_seconds = baselines[selection]
+            if base_seconds is None:
+                self.report.append(f"{name}: the unmutated tests fail; fix them first")
+                self.failures += 1
+                continue
+            mutants = enumerate_mutants(name, tree)
+            # Known equivalents are not run: nothing can kill them, and each would
+            # cost a full run of the tests.
+            keys = {m: m.key(lines) for m in mutants}
+            to_run = [m for m in mutants if keys[m] not in EQUIVALENT]
+            timeout = max(MIN_TIMEOUT, TIMEOUT_FACTOR * base_seconds)
+            outcome = run_all(module, tree, to_run, items, self.jobs, timeout)
+            survivors = outcome.survivors
+            equivalent = len(mutants) - len(to_run)
+            self.report.append(
+                f"{name}: {len(mutants)} mutants ({equivalent} known equivalent), "
+                f"{len(survivors)} surviving ({time.monotonic() - began:.0f}s)"
+            )
+            for mutant in survivors:
+                _, line, description = keys[mutant]
+                self.report.append(f"  SURVIVED line {mutant.line}: {description}    | {line}")
+            for mutant, seconds in outcome.seconds.items():
+                if seconds > SLOW:
+                    _, line, description = keys[mutant]
+                    self.report.append(
+                        f"  slow ({seconds:.0f}s) line {mutant.line}: {description}    | {line}"
+                    )
+            stale = [k for k in EQUIVALENT if k[0] == name and k not in keys.values()]
+            for _, line, description in stale:  # the code changed: re-examine the entry
+                self.report.append(f"  STALE EQUIVALENT entry: {description}    | {line}")
+            self.failures += len(survivors) + len(stale)
+        return True  # the tests themselves ran only in the children
+
+
+#: No mutation at all: the tests must pass on the code as it is.
+_BASELINE = Mutant("", -1, 0, 0, "baseline")
+
+
+def main(argv: list[str] | None = None) -> int:
     import pytest
     from hypothesis import settings
 
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("modules", nargs="*", default=list(TARGETS), help="modules to mutate")
+    parser.add_argument("-j", "--jobs", type=int, default=min(4, os.cpu_count() or 1))
+    options = parser.parse_args(argv)
+    unknown = [name for name in options.modules if name not in TARGETS]
+    if unknown:
+        parser.error(f"not a mutation target: {', '.join(unknown)} (known: {', '.join(TARGETS)})")
+    os.chdir(ROOT)
     # Deterministic, and lighter than the suite's default: a mutant is usually
     # killed by the first few examples, and a survivor is reported, not hidden.
     settings.register_profile(
         "mutation", database=None, derandomize=True, deadline=None, max_examples=50
     )
     settings.load_profile("mutation")
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    # pytest warns that the modules imported before it (in the parent) cannot
-    # have their asserts rewritten; the suite turns warnings into errors.
-    arguments = ["-x", "-q", "-p", "no:cacheprovider", "-o", "timeout=0"]
-    arguments += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
-    return int(pytest.main([*tests, *arguments], plugins=[_ExamplesFirst()]))
-
-
-class _ExamplesFirst:
-    """Run example tests before property tests: most mutants die on an example, cheaply."""
-
-    def pytest_collection_modifyitems(self, items: list[object]) -> None:
-        items.sort(key=lambda item: hasattr(getattr(item, "obj", None), "hypothesis"))
-
-
-def start_mutant(
-    module: types.ModuleType, tree: ast.Module, mutant: Mutant, tests: list[str]
-) -> int:
-    """Fork a child that applies ``mutant`` and runs ``tests``; it exits 0 if it survived."""
-    pid = os.fork()
-    if pid == 0:  # the child: mutate, test, report by exit status
-        code = 3
-        try:
-            install(module, mutated_namespace(module, tree, mutant))
-            code = 0 if run_tests(tests) == 0 else 1
-        except BaseException:
-            code = 2  # the mutant does not even load: killed
-        finally:
-            os._exit(code)
-    return pid
-
-
-def run_all(
-    module: types.ModuleType, tree: ast.Module, mutants: list[Mutant], tests: list[str], jobs: int
-) -> list[Mutant]:
-    """Run every mutant, ``jobs`` at a time; return the survivors."""
-    waiting = list(reversed(mutants))
-    running: dict[int, tuple[Mutant, float]] = {}
-    survivors: list[Mutant] = []
-    while waiting or running:
-        while waiting and len(running) < jobs:
-            mutant = waiting.pop()
-            running[start_mutant(module, tree, mutant, tests)] = (mutant, time.monotonic())
-        for pid, (mutant, began) in list(running.items()):
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                del running[pid]
-                if os.waitstatus_to_exitcode(status) == 0:
-                    survivors.append(mutant)
-            elif time.monotonic() - began > TIMEOUT:  # it loops: killed
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                del running[pid]
-        time.sleep(0.005)
-    return sorted(survivors, key=lambda m: (m.index, m.variant))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("modules", nargs="*", default=list(TARGETS), help="modules to mutate")
-    parser.add_argument("-j", "--jobs", type=int, default=min(4, os.cpu_count() or 1))
-    options = parser.parse_args(argv)
-    os.chdir(ROOT)
-    sys.path.insert(0, str(ROOT / "tests"))
-    importlib.import_module("pytest")  # imported once here, shared by every forked child
-    importlib.import_module("hypothesis")
-    for name in options.modules:  # imported once here too: the children only run them
-        for path in TARGETS[name]:
-            importlib.import_module(Path(path).stem)
+    tests = sorted({test for name in options.modules for test in TARGETS[name]})
+    files = sorted({test.split("::")[0] for test in tests})
+    plugin = _Mutate(options.modules, options.jobs)
     started = time.monotonic()
-    failures = 0
-    for name in options.modules:
-        tests = TARGETS[name]
-        module = importlib.import_module(name)
-        source = Path(module.__file__ or "").read_text()
-        lines = source.splitlines()
-        tree = ast.parse(source)
-        if run_tests_in_child(tests) != "survived":
-            print(f"{name}: the unmutated tests fail; fix them first")
-            return 1
-        mutants = enumerate_mutants(name, tree)
-        survivors = [
-            m
-            for m in run_all(module, tree, mutants, tests, options.jobs)
-            if m.key(lines) not in EQUIVALENT
-        ]
-        print(f"{name}: {len(mutants)} mutants, {len(survivors)} surviving")
-        for mutant in survivors:
-            _, line, description = mutant.key(lines)
-            print(f"  SURVIVED line {mutant.line}: {description}    | {line}")
-        failures += len(survivors)
+    arguments = ["-q", "-s", "-p", "no:cacheprovider", "-o", "timeout=0"]
+    # hypothesis was imported before pytest, which warns that it cannot rewrite its asserts.
+    arguments += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    outcome = pytest.main([*files, *arguments], plugins=[plugin])
+    print("\n".join(plugin.report))
     print(f"mutation testing took {time.monotonic() - started:.0f}s")
-    return 1 if failures else 0
-
-
-def run_tests_in_child(tests: list[str]) -> str:
-    """Run the tests unmutated in a child, as a mutant would be (a baseline)."""
-    pid = os.fork()
-    if pid == 0:
-        code = 3
-        try:
-            code = 0 if run_tests(tests) == 0 else 1
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return "survived" if os.waitstatus_to_exitcode(status) == 0 else "killed"
+    if outcome not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) or not plugin.report:
+        print(f"pytest could not collect the tests (exit {outcome})")
+        return 1
+    return 1 if plugin.failures else 0
 
 
 if __name__ == "__main__":

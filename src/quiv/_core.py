@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime, tzinfo
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -37,16 +37,18 @@ from ._exceptions import (
     QuivError,
     SchedulerClosedError,
     SchedulerStateError,
+    TaskNotFoundError,
     TaskNotScheduledError,
 )
 from ._history import HistoryQuery
 from ._jobpolicy import JobPolicy, validate_cancel_grace, validate_seconds
 from ._models import Event, Job, Stats, Task
 from ._models import TaskStatus as _TaskStatus
+from ._registry import TaskEntry
 from ._schedule import validate_delay
 from ._store import Store
 from ._triggers import RunPolicy, Trigger, choose_trigger, task_zone
-from ._types import UNSET, Handler, Listener, ProgressCallback, Unset
+from ._types import UNSET, Handler, Listener, ProgressCallback, ProgressListener, Unset
 from ._validation import (
     check_args,
     check_id,
@@ -69,6 +71,10 @@ if TYPE_CHECKING:
     _Watch: TypeAlias = Callable[[str, Waiter], Coroutine[Any, Any, "Job | None"]]
 
 __all__ = ["AsyncQuiv"]
+
+T = TypeVar("T")
+#: What a call changes, applied on the loop (at once there, or queued from a thread).
+_Effect = Callable[[], None]
 
 
 def _percentile(ordered: list[float], fraction: float) -> float | None:
@@ -171,6 +177,11 @@ class AsyncQuiv:
         self._task_group: TaskGroup | None = None
         self._loop_thread: int | None = None  # set while open: calls must come from it
         self._stopped = False  # shutdown() stopped the engine; exiting only closes the group
+        # Calls from other threads (see _later): serialised by this lock, and the
+        # tasks whose add or removal they queued but the loop has not applied yet.
+        self._relay = threading.Lock()
+        self._adding: dict[str, TaskEntry] = {}
+        self._removing: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -298,8 +309,7 @@ class AsyncQuiv:
     # -- state checks -------------------------------------------------------
 
     def _check_usable(self) -> None:
-        if self._state is _State.CLOSED:
-            raise SchedulerClosedError()
+        self._check_not_closed()
         if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
             # The registry belongs to the loop; touching it from elsewhere would race.
             raise SchedulerStateError(
@@ -310,8 +320,171 @@ class AsyncQuiv:
 
     def _check_accepting(self) -> None:
         self._check_usable()
+        self._check_not_closing()
+
+    def _check_not_closed(self) -> None:
+        if self._state is _State.CLOSED:
+            raise SchedulerClosedError()
+
+    def _check_not_closing(self) -> None:
         if self._state is _State.CLOSING:
             raise SchedulerStateError("the scheduler is shutting down and accepts no new work")
+
+    # -- calls from other threads --------------------------------------------
+    #
+    # A write whose result the caller can know without the loop (a new task's
+    # id, a refusal, an unknown id) is decided in the calling thread and only
+    # its effect is queued on the loop's inbox, in call order, so the caller
+    # does not wait for the loop. Each write is one ``_decide_*`` function used
+    # both ways: by the coroutine on the loop, which applies the effect at
+    # once, and by ``_later`` for the sync facade. A decision from another
+    # thread reads the registry's dicts (never written outside the loop) over
+    # the tasks whose add or removal is still queued, so it sees every earlier
+    # call; an effect finds its task removed meanwhile (a run-once task that
+    # ran) and then does nothing, as if the call had come just before.
+
+    def _later(self, decide: Callable[[], tuple[T, _Effect | None]]) -> T:
+        """Decide a call here, in the calling thread; queue its effect for the loop.
+
+        Deciding and queueing happen under one lock, so the order of the
+        effects is the order of the decisions, whichever threads made them.
+        """
+        with self._relay:
+            result, effect = decide()
+            if effect is not None and not self._engine.inbox.submit(effect):
+                raise SchedulerClosedError()
+        return result
+
+    def _find_task(self, task_id: str, deferred: bool) -> TaskEntry | None:
+        """The task with this id, counting the adds and removals still queued if ``deferred``."""
+        if deferred:
+            # Looked at in the reverse of the order the loop updates them in,
+            # so an add or removal it applies meanwhile is never missed.
+            if task_id in self._removing:
+                return None
+            task = self._adding.get(task_id)
+            if task is not None:
+                return task
+        return self._engine.registry.tasks.get(task_id)
+
+    def _task(self, task_id: object, deferred: bool) -> TaskEntry:
+        task = self._find_task(check_id(task_id, "task_id"), deferred)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        return task
+
+    def _peek_task(self, task_id: str) -> Task | None:
+        """``get_task`` answered in the calling thread, if it can be; else None.
+
+        It can when every call queued for the loop has been applied (so the
+        caller's own writes are in the registry) and the task's snapshot is
+        cached (snapshots are built and dropped on the loop only).
+        """
+        if self._state is _State.CLOSED or not self._engine.inbox.settled():
+            return None
+        task = self._engine.registry.tasks.get(task_id)
+        return None if task is None else task.snapshot
+
+    def _peek_all_tasks(self, include_run_once: bool) -> list[Task] | None:
+        """``get_all_tasks`` answered in the calling thread, if it can be (see ``_peek_task``)."""
+        if self._state is _State.CLOSED or not self._engine.inbox.settled():
+            return None
+        tasks = list(self._engine.registry.tasks.values())  # one step: the loop cannot interleave
+        snapshots = [task.snapshot for task in tasks if include_run_once or not task.one_shot]
+        if any(snapshot is None for snapshot in snapshots):
+            return None
+        return snapshots  # type: ignore[return-value]  # no None left
+
+    def _decide_add(self, task: TaskEntry, wait: float, deferred: bool) -> tuple[str, _Effect]:
+        self._check_not_closed()
+        self._check_not_closing()
+
+        def effect() -> None:
+            first_run = self._engine.add(task, wait)
+            self._adding.pop(task.id, None)  # registered first: lookups never miss it
+            if self._logger.isEnabledFor(logging.INFO):
+                self._logger.info(
+                    "quiv task %r (%s) added; first run at %s",
+                    task.name,
+                    task.id,
+                    self._format(first_run),
+                )
+
+        if deferred:
+            self._adding[task.id] = task
+        return task.id, effect
+
+    def _decide_run_now(self, task_id: str, deferred: bool) -> tuple[int, _Effect]:
+        self._check_not_closed()
+        self._check_not_closing()
+        task = self._find_task(check_id(task_id, "task_id"), deferred)
+        if task is None:
+            raise HandlerNotRegisteredError(task_id)
+        if task.consumed:
+            raise TaskNotScheduledError(task_id)
+
+        def effect() -> None:
+            if not task.removed and not task.consumed:
+                self._engine.run_now(task)
+
+        return 1, effect
+
+    def _decide_pause(self, task_id: str, deferred: bool) -> tuple[None, _Effect]:
+        self._check_not_closed()
+        task = self._task(task_id, deferred)
+
+        def effect() -> None:
+            if not task.removed and self._engine.pause(task):
+                self._logger.info("quiv task %r (%s) paused", task.name, task.id)
+
+        return None, effect
+
+    def _decide_resume(self, task_id: str, delay: float, deferred: bool) -> tuple[None, _Effect]:
+        self._check_not_closed()
+        self._check_not_closing()
+        task = self._task(task_id, deferred)
+        wait = validate_delay(delay)
+        if task.consumed:
+            raise TaskNotScheduledError(task_id)
+
+        def effect() -> None:
+            if not task.removed and not task.consumed:
+                self._engine.resume(task, wait)
+                self._logger.info("quiv task %r (%s) resumed", task.name, task.id)
+
+        return None, effect
+
+    def _decide_cancel(
+        self, job_id: str, force: bool, deferred: bool
+    ) -> tuple[bool, _Effect | None]:
+        self._check_not_closed()
+        job = self._engine.registry.jobs.get(check_id(job_id, "job_id"))
+        if not isinstance(force, bool):
+            raise ConfigurationError(f"force must be True or False, got {force!r}")
+        if job is None or job.status.is_final:
+            return False, None
+        # Its stop event is set before the call returns, wherever the call comes
+        # from (setting a threading.Event is safe anywhere); the loop does the rest.
+        job.request_stop()
+
+        def effect() -> None:
+            self._engine.cancel(job, force)  # a no-op if the job ended meanwhile
+
+        return True, effect
+
+    def _decide_remove(self, task_id: str, deferred: bool) -> tuple[None, _Effect]:
+        self._check_not_closed()
+        task = self._task(task_id, deferred)
+
+        def effect() -> None:
+            if not task.removed:
+                self._engine.remove(task)
+                self._logger.info("quiv task %r (%s) removed", task.name, task.id)
+            self._removing.discard(task.id)  # removed first: lookups never find it again
+
+        if deferred:
+            self._removing.add(task.id)
+        return None, effect
 
     def _format(self, when: datetime) -> str:
         try:
@@ -399,8 +572,60 @@ class AsyncQuiv:
             InvalidTimezoneError: if ``timezone`` is unknown.
             SchedulerClosedError: after shutdown.
         """
-        self._check_accepting()
-        engine = self._engine
+        self._check_usable()
+        task, wait = self._new_task(
+            task_name,
+            func,
+            interval,
+            delay,
+            run_once,
+            fixed_interval,
+            args,
+            kwargs,
+            progress_callback,
+            cron=cron,
+            run_at=run_at,
+            trigger=trigger,
+            timezone=timezone,
+            jitter=jitter,
+            misfire_grace=misfire_grace,
+            coalesce=coalesce,
+            max_instances=max_instances,
+            max_retries=max_retries,
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+            timeout=timeout,
+        )
+        return _now(self._decide_add(task, wait, deferred=False))
+
+    def _new_task(
+        self,
+        task_name: str,
+        func: Handler,
+        interval: float | None = None,
+        delay: float = 0,
+        run_once: bool = False,
+        fixed_interval: bool = True,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        progress_callback: ProgressCallback | None = None,
+        *,
+        cron: str | None = None,
+        run_at: datetime | None = None,
+        trigger: Trigger | None = None,
+        timezone: str | tzinfo | None = None,
+        jitter: float = 0,
+        misfire_grace: float | None = None,
+        coalesce: bool = True,
+        max_instances: int = 1,
+        max_retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        timeout: float | None = None,
+    ) -> tuple[TaskEntry, float]:
+        """Validate ``add_task``'s arguments (in any thread); the new task and its delay."""
+        self._check_not_closed()
+        self._check_not_closing()
         job_policy = JobPolicy(max_retries, retry_backoff, retry_backoff_max, timeout)
         task, wait = new_task_entry(
             task_name,
@@ -416,20 +641,78 @@ class AsyncQuiv:
             run_at=run_at,
             timezone=timezone,
             trigger=trigger,
-            policy=RunPolicy(jitter, misfire_grace, coalesce, max_instances),
+            policy=_policy(jitter, misfire_grace, coalesce, max_instances),
             default_zone=self._config.tz,
-            wall=engine.clock.now(),
+            wall=self._engine.clock.now(),
         )
         task.job_policy = job_policy
-        first_run = engine.add(task, wait)
-        if self._logger.isEnabledFor(logging.INFO):
-            self._logger.info(
-                "quiv task %r (%s) added; first run at %s",
-                task.name,
-                task.id,
-                self._format(first_run),
-            )
-        return task.id
+        return task, wait
+
+    def _add_task_nowait(
+        self,
+        task_name: str,
+        func: Handler,
+        interval: float | None = None,
+        delay: float = 0,
+        run_once: bool = False,
+        fixed_interval: bool = True,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        progress_callback: ProgressCallback | None = None,
+        *,
+        cron: str | None = None,
+        run_at: datetime | None = None,
+        trigger: Trigger | None = None,
+        timezone: str | tzinfo | None = None,
+        jitter: float = 0,
+        misfire_grace: float | None = None,
+        coalesce: bool = True,
+        max_instances: int = 1,
+        max_retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        timeout: float | None = None,
+    ) -> str:
+        """:meth:`add_task` from another thread: validated here, applied on the loop later."""
+        task, wait = self._new_task(
+            task_name,
+            func,
+            interval,
+            delay,
+            run_once,
+            fixed_interval,
+            args,
+            kwargs,
+            progress_callback,
+            cron=cron,
+            run_at=run_at,
+            trigger=trigger,
+            timezone=timezone,
+            jitter=jitter,
+            misfire_grace=misfire_grace,
+            coalesce=coalesce,
+            max_instances=max_instances,
+            max_retries=max_retries,
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+            timeout=timeout,
+        )
+        return self._later(lambda: self._decide_add(task, wait, deferred=True))
+
+    def _run_task_immediately_nowait(self, task_id: str) -> int:
+        return self._later(lambda: self._decide_run_now(task_id, deferred=True))
+
+    def _pause_task_nowait(self, task_id: str) -> None:
+        self._later(lambda: self._decide_pause(task_id, deferred=True))
+
+    def _resume_task_nowait(self, task_id: str, delay: float = 0) -> None:
+        self._later(lambda: self._decide_resume(task_id, delay, deferred=True))
+
+    def _cancel_job_nowait(self, job_id: str, force: bool = False) -> bool:
+        return self._later(lambda: self._decide_cancel(job_id, force, deferred=True))
+
+    def _remove_task_nowait(self, task_id: str) -> None:
+        self._later(lambda: self._decide_remove(task_id, deferred=True))
 
     async def update_task(
         self,
@@ -547,14 +830,8 @@ class AsyncQuiv:
             TaskNotScheduledError: if it is a run-once task whose run has started.
             SchedulerClosedError: after shutdown.
         """
-        self._check_accepting()
-        task = self._engine.registry.tasks.get(check_id(task_id, "task_id"))
-        if task is None:
-            raise HandlerNotRegisteredError(task_id)
-        if task.consumed:
-            raise TaskNotScheduledError(task_id)
-        self._engine.run_now(task)
-        return 1
+        self._check_usable()
+        return _now(self._decide_run_now(task_id, deferred=False))
 
     async def pause_task(self, task_id: str) -> None:
         """Stop future runs of a task until :meth:`resume_task`.
@@ -565,9 +842,7 @@ class AsyncQuiv:
             TaskNotFoundError: if no task has this id.
         """
         self._check_usable()
-        task = self._engine.registry.task(check_id(task_id, "task_id"))
-        if self._engine.pause(task):
-            self._logger.info("quiv task %r (%s) paused", task.name, task.id)
+        _now(self._decide_pause(task_id, deferred=False))
 
     async def resume_task(self, task_id: str, delay: float = 0) -> None:
         """Re-activate a task; its next run is due ``delay`` seconds from now.
@@ -579,13 +854,8 @@ class AsyncQuiv:
             TaskNotFoundError: if no task has this id.
             ConfigurationError: if ``delay`` is negative or not a finite number.
         """
-        self._check_accepting()
-        task = self._engine.registry.task(check_id(task_id, "task_id"))
-        wait = validate_delay(delay)
-        if task.consumed:
-            raise TaskNotScheduledError(task_id)
-        self._engine.resume(task, wait)
-        self._logger.info("quiv task %r (%s) resumed", task.name, task.id)
+        self._check_usable()
+        _now(self._decide_resume(task_id, delay, deferred=False))
 
     async def cancel_job(self, job_id: str, *, force: bool = False) -> bool:
         """Ask a job to stop by setting its ``_stop_event``.
@@ -602,10 +872,7 @@ class AsyncQuiv:
             False if it has already ended or is unknown.
         """
         self._check_usable()
-        job = self._engine.registry.jobs.get(check_id(job_id, "job_id"))
-        if not isinstance(force, bool):
-            raise ConfigurationError(f"force must be True or False, got {force!r}")
-        return job is not None and self._engine.cancel(job, force)
+        return _now(self._decide_cancel(job_id, force, deferred=False))
 
     async def remove_task(self, task_id: str) -> None:
         """Remove a task. A running job of it has its stop event set and ends on its own.
@@ -614,9 +881,7 @@ class AsyncQuiv:
             TaskNotFoundError: if no task has this id.
         """
         self._check_usable()
-        task = self._engine.registry.task(check_id(task_id, "task_id"))
-        self._engine.remove(task)
-        self._logger.info("quiv task %r (%s) removed", task.name, task.id)
+        _now(self._decide_remove(task_id, deferred=False))
 
     async def get_task(self, task_id: str) -> Task:
         """Return a snapshot of one task.
@@ -830,3 +1095,56 @@ class AsyncQuiv:
         listeners = self._engine.listeners[event]
         if callback in listeners:
             listeners.remove(callback)
+
+    async def add_progress_listener(self, callback: ProgressListener) -> None:
+        """Call ``callback(task, job, payload)`` on every progress payload of every job.
+
+        ``payload`` is the dict of keyword arguments the handler passed to its
+        ``_progress_hook`` (positional ones go to the task's own
+        ``progress_callback`` only); ``task`` and ``job`` are snapshots taken
+        while the job runs. Delivered like listeners, on the main loop and in
+        order: after the job's ``job_started`` and before its final event. With
+        no progress listener a payload costs nothing beyond the task's own
+        callback. A callback that raises is logged and ignored.
+
+        Raises:
+            ConfigurationError: if ``callback`` is not callable.
+        """
+        self._check_usable()
+        if not callable(callback):
+            raise ConfigurationError(f"callback must be callable, got {callback!r}")
+        self._engine.progress_listeners.append(callback)
+
+    async def remove_progress_listener(self, callback: ProgressListener) -> None:
+        """Forget one registration of ``callback``; an unknown one is ignored."""
+        self._check_usable()
+        listeners = self._engine.progress_listeners
+        if callback in listeners:
+            listeners.remove(callback)
+
+
+_DEFAULT_POLICY = RunPolicy()
+
+
+def _policy(
+    jitter: object, misfire_grace: object, coalesce: object, max_instances: object
+) -> RunPolicy:
+    """The run policy of a new task; the defaults (nearly every task) built once."""
+    if (
+        misfire_grace is None
+        and coalesce is True
+        and type(jitter) is int
+        and jitter == 0
+        and type(max_instances) is int
+        and max_instances == 1
+    ):
+        return _DEFAULT_POLICY
+    return RunPolicy(jitter, misfire_grace, coalesce, max_instances)  # type: ignore[arg-type]
+
+
+def _now(decided: tuple[T, _Effect | None]) -> T:
+    """Apply a decided call at once (on the loop, or before it runs); its result."""
+    result, effect = decided
+    if effect is not None:
+        effect()
+    return result

@@ -137,7 +137,7 @@ def _timed_out(job: JobEntry) -> str:
 
 
 def _ignore_progress(*_args: Any, **_payload: Any) -> None:
-    """The ``_progress_hook`` of a task that has no progress callback."""
+    """The ``_progress_hook`` of a handler that does not take one."""
 
 
 class _LateStarts:
@@ -187,6 +187,8 @@ class Engine:
         self.logger = logger
         self.registry = Registry()
         self.listeners: dict[Event, list[Listener]] = {event: [] for event in Event}
+        #: ``callback(task, job, payload)`` for every job's progress (``add_progress_listener``).
+        self.progress_listeners: list[Listener] = []
         self.dispatcher = Dispatcher(logger)
         #: How other threads (the sync facade, worker threads) get work done on the loop.
         self.inbox = Inbox(logger)
@@ -207,7 +209,7 @@ class Engine:
         self._dispatching = False  # inside _dispatch_due: no nested dispatch
         self._wall_tasks = 0  # tasks with a wall-clock trigger
         self._wall_offset: float | None = None  # wall - monotonic seconds, last seen
-        self._rng = random.Random()  # jitter
+        self._rng: random.Random | None = None  # for jitter; seeding it costs a syscall
         self._idle: anyio.Event | None = None
         self._grace: anyio.CancelScope | None = None  # the shutdown grace wait, while it lasts
         self._forced = False  # shutdown was told to stop waiting for running jobs
@@ -389,6 +391,7 @@ class Engine:
         self.emit_task(Event.TASK_ADDED, task)
         first_run = task.next_run_at
         self._wake_for(task)
+        self._recheck_wall_within(now)
         return first_run
 
     def update(self, task: TaskEntry, retimed: bool) -> None:
@@ -409,6 +412,7 @@ class Engine:
         self._plan(task, now, ended=False)  # e.g. a larger max_instances allows a run now
         self.store.save_task(task)
         self._wake_for(task)
+        self._recheck_wall_within(now)
 
     def retimed(self, task: TaskEntry, was_wall_clock: bool) -> None:
         """Keep the count of wall-clock tasks right after ``task``'s trigger changed."""
@@ -493,11 +497,17 @@ class Engine:
 
     # -- planning ------------------------------------------------------------
 
+    def _random(self) -> random.Random:
+        """The source of jitter and backoff, made on first use (seeding it costs a syscall)."""
+        if self._rng is None:
+            self._rng = random.Random()
+        return self._rng
+
     def _schedule(self, task: TaskEntry, slot: Moment | None) -> None:
         """Put ``task`` on the heap for ``slot`` (its job starts after a random jitter)."""
         if slot is None:
             return  # the trigger fires no more
-        jitter = jitter_delay(task.policy.jitter, self._rng)
+        jitter = jitter_delay(task.policy.jitter, self._random()) if task.policy.jitter else 0.0
         self.registry.schedule(task, slot, jitter=jitter)
 
     def _plan(self, task: TaskEntry, now: Moment, *, ended: bool) -> None:
@@ -538,6 +548,16 @@ class Engine:
         else:
             self._schedule(task, timeline.upcoming(now))
         self._wake_for(task)
+
+    def _recheck_wall_within(self, now: Moment) -> None:
+        """Bring the loop's wake-up within the clock's ``wall_recheck`` if it needs one.
+
+        A wall-clock task just added (or retimed) must not wait for a wake-up
+        planned before it existed to have its wall clock looked at.
+        """
+        recheck: float | None = getattr(self.clock, "wall_recheck", None)
+        if recheck is not None and self._wall_tasks > 0:
+            self._wake_by(now.mono + recheck)
 
     def _wake_for(self, task: TaskEntry) -> None:
         if task.due is not None:
@@ -623,7 +643,7 @@ class Engine:
         """The next attempt of ``failed``, due after a random backoff."""
         task, policy = failed.task, failed.task.job_policy
         delay = retry_delay(
-            failed.attempt, policy.retry_backoff, policy.retry_backoff_max, self._rng
+            failed.attempt, policy.retry_backoff, policy.retry_backoff_max, self._random()
         )
         due = Moment(now.mono + delay, now.wall + timedelta(seconds=delay))
         waiting = delay > 0 or task.paused
@@ -927,15 +947,32 @@ class Engine:
         return items
 
     def _hook(self, job: JobEntry) -> Callable[..., None]:
-        """The ``_progress_hook`` for ``job``: posts to its task's progress callback."""
-        callback = job.task.progress_callback
-        if callback is None:
-            return _ignore_progress
+        """The ``_progress_hook`` for ``job``: posts to its task's progress callback
+        and to the progress listeners, through the dispatcher like every event.
+
+        The listeners are looked up on each call, so one added while the job runs
+        hears the rest of it; with none and no callback a payload costs a check.
+        """
+        task = job.task
+        if "_progress_hook" not in task.injected:
+            return _ignore_progress  # the handler cannot report progress
+        callback = task.progress_callback
+        watchers = self.progress_listeners
         post = self.dispatcher.post
+        snapshot: tuple[Any, Any] | None = None
 
         def progress_hook(*args: Any, **payload: Any) -> None:
-            # Positional arguments are passed on too, as quiv 0.x did.
-            post(Delivery(callback, args, payload))
+            nonlocal snapshot
+            if callback is not None:
+                # Positional arguments are passed on too, as quiv 0.x did.
+                post(Delivery(callback, args, payload))
+            if watchers:
+                if snapshot is None:
+                    # Taken while the job runs (its record does not change until it
+                    # ends), so a payload never carries the job's final status.
+                    snapshot = (task.to_model(), job.to_model())
+                for watcher in tuple(watchers):
+                    post(Delivery(watcher, (*snapshot, dict(payload))))
 
         return progress_hook
 

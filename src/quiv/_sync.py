@@ -2,14 +2,18 @@
 
 The facade owns no scheduling logic. ``start()`` runs an ``AsyncQuiv`` on a
 private event loop in a daemon thread (an anyio blocking portal), and every
-method forwards to the coroutine of the same name. The core's methods never
-suspend, so forwarding is mechanical and depends only on the calling thread:
+method forwards to the core's code for the coroutine of the same name. The
+core's methods never suspend, so forwarding is mechanical and depends only on
+the calling thread:
 
-* any ordinary thread (a script, a threadpool worker, a sync handler): the
-  call is queued on the engine's inbox (see ``_inbox``), run inline inside the
-  inbox task on the private loop, and its result or exception handed back
-  through a future. Calls from many threads that arrive together share one
-  wake-up of the loop;
+* any ordinary thread (a script, a threadpool worker, a sync handler): a write
+  whose result the caller can know (``add_task``, ``pause_task`` ...) is
+  decided in that thread by the core and only its effect is queued on the
+  engine's inbox (see ``AsyncQuiv._later`` and ``_inbox``): the call does not
+  wait for the loop. Any other call is queued there too, run inline inside the
+  inbox task on the private loop, after the writes queued before it, and its
+  result or exception handed back through a future. Calls from many threads
+  that arrive together share one wake-up of the loop;
 * the private loop's own thread (inside an async handler, a listener or a
   callback quiv runs there): waiting would deadlock, so the coroutine is
   driven inline, right there;
@@ -57,7 +61,7 @@ from ._jobpolicy import validate_seconds
 from ._models import Event, Job, Stats, Task
 from ._runner import current_job_id
 from ._triggers import Trigger
-from ._types import UNSET, Handler, Listener, ProgressCallback, Unset
+from ._types import UNSET, Handler, Listener, ProgressCallback, ProgressListener, Unset
 from ._workers import wait_for_sync_handlers
 
 if sys.version_info >= (3, 11):
@@ -126,11 +130,6 @@ def _shutdown_running() -> None:
 
 _register_exit_hook = getattr(threading, "_register_atexit", atexit.register)
 _register_exit_hook(_shutdown_running)
-
-
-def _adopt_loop_thread() -> int:
-    threading.current_thread().name = "quiv-loop"
-    return threading.get_ident()
 
 
 class Quiv:
@@ -209,19 +208,22 @@ class Quiv:
                 pass  # no host loop: callbacks run on the private loop
             with ExitStack() as stack:
                 portal = stack.enter_context(start_blocking_portal())
-                self._loop_thread = portal.call(_adopt_loop_thread)
-                self._held, self._closing = portal.start_task(self._hold_open)
+                self._held, (self._loop_thread, self._closing) = portal.start_task(self._hold_open)
                 self._stack = stack.pop_all()
             self._portal = portal
             self._inbox = self._core._engine.inbox
             self._state = _State.OPEN
             _running.add(self)
 
-    async def _hold_open(self, *, task_status: TaskStatus[anyio.Event]) -> None:
-        """Keep the core open, on the private loop, until the event it reports is set."""
+    async def _hold_open(self, *, task_status: TaskStatus[tuple[int, anyio.Event]]) -> None:
+        """Keep the core open, on the private loop, until the event it reports is set.
+
+        It also reports the loop's thread, which it names.
+        """
+        threading.current_thread().name = "quiv-loop"
         closing = anyio.Event()
         async with self._core:
-            task_status.started(closing)
+            task_status.started((threading.get_ident(), closing))
             await closing.wait()
 
     def startup(self) -> None:
@@ -269,7 +271,10 @@ class Quiv:
 
     def _close_core(self, portal: BlockingPortal, held: Future[None], closing: anyio.Event) -> None:
         """Close the core and wait for it; an interrupt of the wait makes it hurry."""
-        portal.call(closing.set)
+        # One hop, behind the writes still queued (they are applied first), not a
+        # round trip; the portal is the way only if the inbox is closed already.
+        if not self._core._engine.inbox.submit(closing.set):
+            portal.call(closing.set)
         try:
             wait_for_futures([held])
         except BaseException:  # KeyboardInterrupt: stop waiting for the jobs
@@ -318,6 +323,10 @@ class Quiv:
                 await anyio.to_thread.run_sync(self.shutdown)
 
     # -- forwarding ---------------------------------------------------------
+
+    def _from_thread(self) -> bool:
+        """Whether a write may be decided here and applied later (see ``AsyncQuiv._later``)."""
+        return self._inbox is not None and threading.get_ident() != self._loop_thread
 
     def _call(self, method: Callable[[Unpack[Ts]], Coroutine[Any, Any, T]], *args: Unpack[Ts]) -> T:
         inbox, on_loop = self._inbox, threading.get_ident() == self._loop_thread
@@ -382,32 +391,25 @@ class Quiv:
         retry_backoff_max: float = 300.0,
         timeout: float | None = None,
     ) -> str:
-        """Blocking form of :meth:`AsyncQuiv.add_task`."""
-        return self._call(
-            lambda: self._core.add_task(
-                task_name,
-                func,
-                interval,
-                delay,
-                run_once,
-                fixed_interval,
-                args,
-                kwargs,
-                progress_callback,
-                cron=cron,
-                run_at=run_at,
-                trigger=trigger,
-                timezone=timezone,
-                jitter=jitter,
-                misfire_grace=misfire_grace,
-                coalesce=coalesce,
-                max_instances=max_instances,
-                max_retries=max_retries,
-                retry_backoff=retry_backoff,
-                retry_backoff_max=retry_backoff_max,
-                timeout=timeout,
-            )
-        )
+        """Blocking form of :meth:`AsyncQuiv.add_task`; returns without waiting for the loop."""
+        positional = (task_name, func, interval, delay, run_once, fixed_interval, args, kwargs)
+        options: dict[str, Any] = {
+            "cron": cron,
+            "run_at": run_at,
+            "trigger": trigger,
+            "timezone": timezone,
+            "jitter": jitter,
+            "misfire_grace": misfire_grace,
+            "coalesce": coalesce,
+            "max_instances": max_instances,
+            "max_retries": max_retries,
+            "retry_backoff": retry_backoff,
+            "retry_backoff_max": retry_backoff_max,
+            "timeout": timeout,
+        }
+        if self._from_thread():
+            return self._core._add_task_nowait(*positional, progress_callback, **options)
+        return self._call(lambda: self._core.add_task(*positional, progress_callback, **options))
 
     def update_task(
         self,
@@ -456,27 +458,41 @@ class Quiv:
         )
 
     def run_task_immediately(self, task_id: str) -> int:
-        """Blocking form of :meth:`AsyncQuiv.run_task_immediately`."""
+        """Blocking form of :meth:`AsyncQuiv.run_task_immediately`; does not wait for the loop."""
+        if self._from_thread():
+            return self._core._run_task_immediately_nowait(task_id)
         return self._call(self._core.run_task_immediately, task_id)
 
     def pause_task(self, task_id: str) -> None:
-        """Blocking form of :meth:`AsyncQuiv.pause_task`."""
+        """Blocking form of :meth:`AsyncQuiv.pause_task`; does not wait for the loop."""
+        if self._from_thread():
+            return self._core._pause_task_nowait(task_id)
         return self._call(self._core.pause_task, task_id)
 
     def resume_task(self, task_id: str, delay: float = 0) -> None:
-        """Blocking form of :meth:`AsyncQuiv.resume_task`."""
+        """Blocking form of :meth:`AsyncQuiv.resume_task`; does not wait for the loop."""
+        if self._from_thread():
+            return self._core._resume_task_nowait(task_id, delay)
         return self._call(self._core.resume_task, task_id, delay)
 
     def cancel_job(self, job_id: str, *, force: bool = False) -> bool:
-        """Blocking form of :meth:`AsyncQuiv.cancel_job`."""
+        """Blocking form of :meth:`AsyncQuiv.cancel_job`; does not wait for the loop."""
+        if self._from_thread():
+            return self._core._cancel_job_nowait(job_id, force)
         return self._call(lambda: self._core.cancel_job(job_id, force=force))
 
     def remove_task(self, task_id: str) -> None:
-        """Blocking form of :meth:`AsyncQuiv.remove_task`."""
+        """Blocking form of :meth:`AsyncQuiv.remove_task`; does not wait for the loop."""
+        if self._from_thread():
+            return self._core._remove_task_nowait(task_id)
         return self._call(self._core.remove_task, task_id)
 
     def get_task(self, task_id: str) -> Task:
         """Blocking form of :meth:`AsyncQuiv.get_task`."""
+        if self._from_thread() and isinstance(task_id, str):
+            task = self._core._peek_task(task_id)
+            if task is not None:
+                return task
         return self._call(self._core.get_task, task_id)
 
     def get_job(self, job_id: str) -> Job:
@@ -487,6 +503,10 @@ class Quiv:
         self, include_run_once: bool = False, *, task_name: str | None = None
     ) -> list[Task]:
         """Blocking form of :meth:`AsyncQuiv.get_all_tasks`."""
+        if self._from_thread() and task_name is None:
+            tasks = self._core._peek_all_tasks(include_run_once)
+            if tasks is not None:
+                return tasks
         return self._call(lambda: self._core.get_all_tasks(include_run_once, task_name=task_name))
 
     def get_all_jobs(
@@ -583,3 +603,11 @@ class Quiv:
     def remove_listener(self, event: Event, callback: Listener) -> None:
         """Blocking form of :meth:`AsyncQuiv.remove_listener`."""
         return self._call(self._core.remove_listener, event, callback)
+
+    def add_progress_listener(self, callback: ProgressListener) -> None:
+        """Blocking form of :meth:`AsyncQuiv.add_progress_listener`."""
+        return self._call(self._core.add_progress_listener, callback)
+
+    def remove_progress_listener(self, callback: ProgressListener) -> None:
+        """Blocking form of :meth:`AsyncQuiv.remove_progress_listener`."""
+        return self._call(self._core.remove_progress_listener, callback)

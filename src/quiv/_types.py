@@ -6,7 +6,7 @@ import enum
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias
 
-__all__ = ["UNSET", "Handler", "Listener", "ProgressCallback", "Unset"]
+__all__ = ["UNSET", "Handler", "Listener", "ProgressCallback", "ProgressListener", "Unset"]
 
 #: A task's function: sync or ``async def``, taking the task's args and kwargs plus
 #: any of ``_job_id``, ``_stop_event`` and ``_progress_hook`` it declares.
@@ -18,6 +18,9 @@ ProgressCallback: TypeAlias = Callable[..., "Awaitable[Any] | Any"]
 #: ``listener(event, task)`` for task events, ``listener(event, task, job)`` for job
 #: events; may be async.
 Listener: TypeAlias = Callable[..., "Awaitable[Any] | Any"]
+
+#: ``listener(task, job, payload)`` for every job's progress; may be async.
+ProgressListener: TypeAlias = Callable[..., "Awaitable[Any] | Any"]
 
 
 class Unset(enum.Enum):

@@ -73,7 +73,7 @@ class At(Trigger):
         return f"At({self.when!r}{where})"
 
     def timeline(self) -> Timeline:
-        return WallTimeline(self.first_due, self.fire_times)
+        return WallTimeline(self.first_due, self.next_after, self.fire_times)
 
     def fields(self) -> dict[str, Any]:
         return {"interval_seconds": None, "cron": None, "run_at": self.instant}

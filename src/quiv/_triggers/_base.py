@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 UTC = timezone.utc
+#: Fire instants a wall-clock timeline steps through one ``next_after`` at a
+#: time before it switches to one iterator (or jumps straight past now).
+WALK_STEPS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,48 +102,97 @@ class WallTimeline(Timeline):
     """The position on a wall-clock rule, given as its sequence of fire instants.
 
     ``first(after)`` is the first due time for a task scheduled at ``after``;
-    ``fire_times(after)`` lists the fire instants strictly after ``after``.
+    ``next_after(after)`` is the first fire instant strictly after ``after``
+    (``None``: the rule fires no more); ``fire_times(after)`` lists them all.
+
+    The first fire instant after the cursor is kept, so what is asked around
+    every run (is another run overdue? when is the next one?) costs a
+    comparison; the rule is consulted again only once the cursor reaches it.
     """
 
     def __init__(
         self,
         first: Callable[[datetime], datetime | None],
+        next_after: Callable[[datetime], datetime | None],
         fire_times: Callable[[datetime], Iterator[datetime]],
     ) -> None:
         self._first = first
+        self._next_after = next_after
         self._fire_times = fire_times
         self.cursor = None
+        self._next: datetime | None = None  # the first fire instant after the cursor...
+        self._known = False  # ...once computed for the cursor as it is now
+
+    def _after_cursor(self, cursor: Moment) -> datetime | None:
+        if not self._known:
+            self._next = self._next_after(cursor.wall)
+            self._known = True
+        return self._next
 
     def start(self, now: Moment, delay: float) -> Moment | None:
         earliest = now.wall + timedelta(seconds=delay)
         self.cursor = Moment.at_wall(earliest, now)  # nothing before this is owed
+        self._known = False
         due = self._first(earliest)
         return None if due is None else Moment.at_wall(due, now)
 
     def overdue(self, now: Moment, limit: int) -> tuple[list[Moment], int]:
-        if self.cursor is None:
+        cursor = self.cursor
+        if cursor is None:
             return [], 0
+        first = self._after_cursor(cursor)
+        if first is None or first > now.wall:
+            return [], 0  # the common case: nothing else is due
         kept: deque[datetime] = deque(maxlen=limit)
         count = 0
-        for instant in self._fire_times(self.cursor.wall):
-            if instant > now.wall:
-                break
+        for instant in self._fires_through(first, now.wall):
             kept.append(instant)
             count += 1
         return [Moment.at_wall(instant, now) for instant in kept], count
 
+    def _fires_through(self, first: datetime, until: datetime) -> Iterator[datetime]:
+        """The fire instants from ``first`` (one of them) through ``until``, oldest first.
+
+        The first few come from ``next_after`` one by one: a rule may memoize
+        it, and tasks that share a rule fall behind together. A longer walk
+        (a long suspend) goes on with one iterator.
+        """
+        instant: datetime | None = first
+        steps = 0
+        while instant is not None and instant <= until:
+            yield instant
+            steps += 1
+            if steps == WALK_STEPS:
+                for later in self._fire_times(instant):
+                    if later > until:
+                        return
+                    yield later
+                return
+            instant = self._next_after(instant)
+
     def advance(self, slot: Moment) -> None:
-        if self.cursor is None or slot.wall > self.cursor.wall:
+        cursor = self.cursor
+        if cursor is None or slot.wall > cursor.wall:
             self.cursor = slot
+            if self._next is not None and slot.wall >= self._next:
+                self._known = False  # the cursor reached it: look further
 
     def upcoming(self, now: Moment) -> Moment | None:
-        after = now.wall if self.cursor is None else self.cursor.wall
-        due = next(self._fire_times(after), None)
+        cursor = self.cursor
+        due = self._next_after(now.wall) if cursor is None else self._after_cursor(cursor)
         return None if due is None else Moment.at_wall(due, now)
 
     def after_run(self, now: Moment) -> Moment | None:
-        after = now.wall if self.cursor is None else max(self.cursor.wall, now.wall)
-        due = next(self._fire_times(after), None)
+        cursor = self.cursor
+        if cursor is None:
+            due = self._next_after(now.wall)
+        else:
+            due = self._after_cursor(cursor)
+            steps = 0
+            while due is not None and due <= now.wall:  # the run overran it
+                steps += 1
+                # A few steps along the rule (memoized, shared), then straight past now.
+                due = self._next_after(due if steps < WALK_STEPS else now.wall)
         return None if due is None else Moment.at_wall(due, now)
 
     def late_by(self, slot: Moment, now: Moment) -> float:

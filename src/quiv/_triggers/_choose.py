@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 
 from quiv._exceptions import ConfigurationError
 
@@ -50,9 +50,7 @@ def choose_trigger(
     if cron is not None:
         return Cron(cron)  # type: ignore[arg-type]  # validated by Cron
     if run_at is not None:
-        if not isinstance(run_at, datetime):
-            raise ConfigurationError(f"run_at must be a datetime, got {run_at!r}")
-        return At(run_at)
+        return At(run_at)  # type: ignore[arg-type]  # validated by At
     if not isinstance(fixed_interval, bool):
         raise ConfigurationError(f"fixed_interval must be a bool, got {fixed_interval!r}")
     return Every(interval, fixed_interval)  # type: ignore[arg-type]  # validated by Every

@@ -102,7 +102,7 @@ class Cron(Trigger):
         return f"Cron({self.expression!r}{where})"
 
     def timeline(self) -> Timeline:
-        return WallTimeline(self.next_after, self.fire_times)
+        return WallTimeline(self._next_utc, self._next_utc, self.fire_times)
 
     def fields(self) -> dict[str, Any]:
         return {"interval_seconds": None, "cron": self.expression, "run_at": None}
@@ -123,20 +123,19 @@ class Cron(Trigger):
         caller can keep one open instead of re-parsing for every run.
         """
         start = require_aware(after, "after").astimezone(UTC)
-        previous = start
-        for local in CronSim(self._evaluated, start.astimezone(self.zone)):
-            instant = local.astimezone(UTC)
-            # cronsim evaluates fixed-time expressions on the naive wall clock, so
-            # starting inside the second pass of a repeated hour can yield that
-            # hour's first pass, which is already past. Such a time already fired
-            # (or was never due after ``after``): drop it, so nothing runs twice.
-            if instant > previous:
-                previous = instant
-                yield instant
+        return _fire_times(self._evaluated, self.zone, start)
 
     def next_after(self, after: datetime) -> datetime | None:
         """The first fire time strictly after ``after`` (UTC), or ``None`` if none comes."""
-        return next(self.fire_times(after), None)
+        return self._next_utc(require_aware(after, "after").astimezone(UTC))
+
+    def _next_utc(self, start: datetime) -> datetime | None:
+        """``next_after`` for an aware UTC ``start``, unchecked: the timeline's hot path."""
+        zone = self.zone
+        try:
+            return _next_fire(self._evaluated, zone, start)
+        except TypeError:  # a tzinfo that cannot be hashed: not memoized
+            return next(_fire_times(self._evaluated, zone, start), None)
 
     def due_between(
         self, after: datetime, until: datetime, limit: int | None = None
@@ -163,6 +162,26 @@ class Cron(Trigger):
                 break
             count += 1
         return count
+
+
+def _fire_times(evaluated: str, zone: tzinfo, start: datetime) -> Iterator[datetime]:
+    previous = start
+    for local in CronSim(evaluated, start.astimezone(zone)):
+        instant = local.astimezone(UTC)
+        # cronsim evaluates fixed-time expressions on the naive wall clock, so
+        # starting inside the second pass of a repeated hour can yield that
+        # hour's first pass, which is already past. Such a time already fired
+        # (or was never due after ``start``): drop it, so nothing runs twice.
+        if instant > previous:
+            previous = instant
+            yield instant
+
+
+# Tasks that share a rule fire together, and then each asks for the same next
+# fire time: one of them computes it (a cronsim parse and walk), the rest look it up.
+@lru_cache(maxsize=4096)
+def _next_fire(evaluated: str, zone: tzinfo, start: datetime) -> datetime | None:
+    return next(_fire_times(evaluated, zone, start), None)
 
 
 def _parse(expression: object) -> tuple[str, str]:
