@@ -590,7 +590,7 @@ async def test_jitter_on_a_cron_task_delays_each_start_but_never_moves_the_caden
         starts.append(clock.monotonic())
 
     async with AsyncQuiv(clock=clock) as scheduler:
-        scheduler._engine._rng.seed(7)  # reproducible draws
+        scheduler._engine._random().seed(7)  # reproducible draws
         await scheduler.add_task("jittery", record, cron="*/10 * * * * *", jitter=4)
         for _ in range(232):  # 0.25 s steps through 58 s
             clock.advance(0.25)
