@@ -33,17 +33,18 @@ from ._engine import LAG_WINDOW, Engine, Waiter
 from ._exceptions import (
     ConfigurationError,
     HandlerNotRegisteredError,
+    JobNotFoundError,
     QuivError,
     SchedulerClosedError,
     SchedulerStateError,
     TaskNotFoundError,
     TaskNotScheduledError,
 )
-from ._history import HistoryQuery, select
+from ._history import HistoryQuery
 from ._jobpolicy import JobPolicy, validate_cancel_grace, validate_seconds
-from ._models import Event, Job, JobStatus, Stats, Task
+from ._models import Event, Job, Stats, Task
 from ._models import TaskStatus as _TaskStatus
-from ._registry import JobEntry, TaskEntry
+from ._registry import TaskEntry
 from ._schedule import validate_delay
 from ._store import Store
 from ._triggers import RunPolicy, Trigger, choose_trigger, task_zone
@@ -74,13 +75,6 @@ __all__ = ["AsyncQuiv"]
 T = TypeVar("T")
 #: What a call changes, applied on the loop (at once there, or queued from a thread).
 _Effect = Callable[[], None]
-
-
-_EVERYTHING = HistoryQuery()
-
-
-def _job_key(job: JobEntry) -> tuple[JobStatus, str, datetime]:
-    return job.status, job.task.id, job.started_at
 
 
 def _percentile(ordered: list[float], fraction: float) -> float | None:
@@ -905,7 +899,10 @@ class AsyncQuiv:
             JobNotFoundError: if no job has this id.
         """
         self._check_usable()
-        return self._engine.registry.job(check_id(job_id, "job_id")).to_model()
+        job = self._engine.job_model(check_id(job_id, "job_id"))
+        if job is None:
+            raise JobNotFoundError(job_id)
+        return job
 
     async def get_all_tasks(
         self, include_run_once: bool = False, *, task_name: str | None = None
@@ -956,10 +953,7 @@ class AsyncQuiv:
         """
         self._check_usable()
         query = HistoryQuery.of(status, task_id, since, until, limit, offset, newest_first)
-        jobs = self._engine.registry.jobs.values()
-        if query == _EVERYTHING:
-            return [job.to_model() for job in jobs]
-        return [job.to_model() for job in select(jobs, query, _job_key)]
+        return self._engine.job_models(query)
 
     async def wait_for_job(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - the API's name
         """Wait until a job has ended and return it; at once if it already has.
@@ -1021,9 +1015,13 @@ class AsyncQuiv:
     async def _watch_job(self, job_id: str, waiter: Waiter) -> Job | None:
         """The job if it has ended; else ``waiter`` is told when it does. Never suspends."""
         self._check_usable()
-        job = self._engine.registry.job(check_id(job_id, "job_id"))
-        if job.status.is_final:
-            return job.to_model()
+        job_id = check_id(job_id, "job_id")
+        job = self._engine.registry.jobs.get(job_id)
+        if job is None or job.status.is_final:  # only ended jobs leave memory
+            model = self._engine.job_model(job_id)
+            if model is None:
+                raise JobNotFoundError(job_id)
+            return model
         self._check_open()
         self._engine.job_waiters.setdefault(job.id, []).append(waiter)
         return None

@@ -17,6 +17,14 @@ bounded and no payload is dropped.
 Where callbacks run is the sink's business: on the scheduler's own loop, or
 forwarded in batches to a host loop in another thread (the sync facade inside
 a FastAPI app). A callback that raises is logged and never stops delivery.
+
+Every buffer on the way is bounded, and the bound holds back the producer,
+never the loop: a worker thread waits at ``HIGH_WATER`` (above); loop-side
+producers (the engine's events) cannot wait, so the engine stops starting jobs
+while :attr:`Dispatcher.pending` is high (see ``_engine``); and the dispatcher
+task waits while a host loop has ``SINK_HIGH`` callbacks still to run, except
+once shutdown has begun, since that loop may be the one blocked in
+``shutdown()`` (see :meth:`Dispatcher.run`).
 """
 
 from __future__ import annotations
@@ -43,6 +51,12 @@ __all__ = ["Delivery", "Dispatcher"]
 HIGH_WATER = 256
 #: ...and the level the backlog must fall back to before the thread goes on.
 LOW_WATER = HIGH_WATER // 2
+#: Callbacks handed to a host loop and not run there yet at which the dispatcher
+#: waits for that loop, and the level it waits for.
+SINK_HIGH = 1024
+SINK_LOW = SINK_HIGH // 4
+#: While waiting for a host loop, look this often whether it was closed meanwhile.
+HOST_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +87,16 @@ async def _invoke(delivery: Delivery, logger: logging.Logger | logging.LoggerAda
 
 
 class _HostLoopSink:
-    """Runs callbacks on another asyncio loop, in order, without ever waiting for it.
+    """Runs callbacks on another asyncio loop, in order.
 
     Batches are handed over with ``call_soon_threadsafe``; on the host loop one
     short-lived pump task runs them in order and exits when it runs dry. The
     hand-over callback itself touches only asyncio (anyio would need a current
     task there); the callbacks run inside the pump task.
+
+    What was handed over and has not run yet is counted: :meth:`wait_for_room`
+    lets the dispatcher task wait while that loop is ``SINK_HIGH`` behind, until
+    it is back to ``SINK_LOW`` or :meth:`stop_waiting` is called.
     """
 
     def __init__(
@@ -90,14 +108,61 @@ class _HostLoopSink:
         self._logger = logger
         self._pending: deque[Delivery] = deque()  # touched on the host loop only
         self._pump: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self._outstanding = 0  # handed over, not run yet; under _lock
+        #: Set from the host loop once it is back to SINK_LOW: (the waiter's loop, event).
+        self._room: tuple[asyncio.AbstractEventLoop, anyio.Event] | None = None
+        self._waiting_allowed = True
+
+    @property
+    def outstanding(self) -> int:
+        """Callbacks handed to the host loop that have not run yet."""
+        return self._outstanding
 
     def forward(self, batch: list[Delivery]) -> bool:
         """Hand ``batch`` to the host loop; False if that loop is gone."""
+        with self._lock:
+            self._outstanding += len(batch)
         try:
             self.loop.call_soon_threadsafe(self._accept, batch)
         except RuntimeError:  # the host loop is closed
+            self._ran(len(batch))
             return False
         return True
+
+    async def wait_for_room(self) -> None:
+        """Wait, on the dispatcher's loop, while the host loop is too far behind."""
+        with self._lock:
+            if not self._waiting_allowed or self._outstanding < SINK_HIGH:
+                return
+            room = anyio.Event()
+            self._room = (asyncio.get_running_loop(), room)
+        while not room.is_set():
+            with anyio.move_on_after(HOST_CHECK_SECONDS):
+                await room.wait()
+            if self.loop.is_closed():  # it will never run them: stop waiting for it
+                with self._lock:
+                    self._room = None
+                return
+
+    def stop_waiting(self) -> None:
+        """From now on :meth:`wait_for_room` returns at once; a wait under way ends."""
+        with self._lock:
+            self._waiting_allowed = False
+            room, self._room = self._room, None
+        if room is not None:
+            room[1].set()  # called on the dispatcher's loop
+
+    def _ran(self, count: int) -> None:
+        with self._lock:
+            self._outstanding -= count
+            if self._room is None or self._outstanding > SINK_LOW:
+                return
+            (loop, event), self._room = self._room, None
+        try:
+            loop.call_soon_threadsafe(event.set)  # setting an event needs no task
+        except RuntimeError:  # that loop is closed: nobody waits any more
+            pass
 
     def _accept(self, batch: list[Delivery]) -> None:
         self._pending.extend(batch)
@@ -108,6 +173,7 @@ class _HostLoopSink:
         pending = self._pending
         while pending:
             await _invoke(pending.popleft(), self._logger)
+            self._ran(1)
 
 
 class Dispatcher:
@@ -130,6 +196,19 @@ class Dispatcher:
         self._sink: _HostLoopSink | None = None
         self._early_done: anyio.Event | None = None
         self._closed = False
+        #: Called on the loop after deliveries are done, while set (the engine sets it
+        #: while it holds new jobs back, to learn when to let them start).
+        self.on_delivered: Callable[[], None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Deliveries posted and not yet run here, or handed to the host loop."""
+        return self._pending
+
+    def stop_waiting_for_host(self) -> None:
+        """Never wait for the host loop from now on: shutdown has begun (see :meth:`run`)."""
+        if self._sink is not None:
+            self._sink.stop_waiting()
 
     def deliver_early_on(self, host_loop: asyncio.AbstractEventLoop) -> None:
         """Until :meth:`bind`, hand each delivery to ``host_loop`` at once.
@@ -227,6 +306,8 @@ class Dispatcher:
             self._pending -= count
             if self._waiters and self._pending <= LOW_WATER:
                 self._room.notify_all()
+        if self.on_delivered is not None:
+            self.on_delivered()
 
     def drain_inbox(self) -> None:
         """Move what worker threads posted into the stream; call on the loop.
@@ -262,11 +343,18 @@ class Dispatcher:
                         batch.append(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                if self._sink is not None and self._sink.forward(batch):
+                sink = self._sink
+                if sink is not None and sink.forward(batch):
                     # Handed over. Counting them until the host loop runs them would
                     # make worker threads wait on that loop, which may be the very
                     # one blocked in shutdown() waiting for those threads.
                     self._delivered(len(batch))
+                    # Only this task waits for a host loop that falls far behind, and
+                    # only until shutdown begins (the engine calls stop_waiting_for_host
+                    # first thing): the same loop may then be blocked in shutdown().
+                    # Meanwhile what is posted here queues up, so the engine holds new
+                    # jobs back and threads posting progress wait: nothing grows.
+                    await sink.wait_for_room()
                     continue
                 self._sink = None
                 for item in batch:
@@ -283,6 +371,7 @@ class Dispatcher:
 
     def close(self) -> None:
         """Stop accepting deliveries; :meth:`run` returns once the backlog is delivered."""
+        self.stop_waiting_for_host()
         self.drain_inbox()
         with self._lock:
             self._closed = True

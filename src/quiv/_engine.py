@@ -10,7 +10,14 @@ It owns the live registry and drives every job from due to done:
   handler it runs (see ``_workers`` for where it runs);
 * a job that ends hands its token straight to the next queued job, records its
   outcome, reschedules its task and emits its events (see ``_dispatch``) and
-  its rows (see ``_store``).
+  its rows (see ``_store``);
+* the history of finished jobs lives in the store: memory keeps the live jobs
+  and the last ``HISTORY_WINDOW`` finished ones, and lets an older one go once
+  its final row is committed; reads merge the two;
+* nothing outruns its consumer: while the writer has ``UNWRITTEN_HIGH``
+  finished jobs to catch up on, or the dispatcher ``EVENTS_HIGH`` undelivered
+  callbacks, no new job starts (due jobs wait, as for a full pool, and the
+  misfire rules apply to them); the loop itself never waits.
 
 Every transition is a synchronous method: ``AsyncQuiv`` validates a call, then
 applies exactly one of them, so no await can ever interleave with a change.
@@ -36,11 +43,12 @@ from ._clock import Clock
 from ._config import QuivConfig
 from ._dispatch import Delivery, Dispatcher
 from ._exceptions import QuivError, SchedulerClosedError, TaskNotFoundError
+from ._history import HistoryQuery, select
 from ._ids import new_id
 from ._inbox import Inbox
 from ._jobpolicy import retry_delay
 from ._models import Event, Job, JobStatus
-from ._registry import JobEntry, Registry, TaskEntry, missed_reason
+from ._registry import JobEntry, Registry, TaskEntry, job_from_row, missed_reason
 from ._store import Store
 from ._triggers import Moment, jitter_delay, settle_overdue
 from ._types import Listener
@@ -71,8 +79,35 @@ JUMP_TOLERANCE = 0.1
 #: ones are folded in (a per-second cron after a day's suspend is 86,400 of them).
 OVERDUE_LIMIT = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: Finished jobs kept in memory once their final rows are stored; older ones are
+#: read back from the store.
+HISTORY_WINDOW = 1000
+#: Finished jobs whose final row the writer has not committed yet at which no new
+#: job starts, and the level the writer must bring them back to (about 1 KB each).
+UNWRITTEN_HIGH = 5000
+UNWRITTEN_LOW = UNWRITTEN_HIGH // 2
+#: Undelivered callbacks at which no new job starts, and the level to resume at.
+EVENTS_HIGH = 2048
+EVENTS_LOW = EVENTS_HIGH // 2
+#: The store's spans of end times are this fraction of the retention at most, so
+#: its rows are purged that much late at most (reads never show them).
+PURGE_GRANULARITY = 0.01
 #: How many recent starts ``stats()`` computes start lag over.
 LAG_WINDOW = 1000
+
+
+_EVERYTHING = HistoryQuery()
+
+
+def _entry_key(job: JobEntry) -> tuple[JobStatus, str, datetime]:
+    return job.status, job.task.id, job.started_at
+
+
+def _item_key(item: JobEntry | tuple[Any, ...]) -> tuple[JobStatus, str, datetime]:
+    """What the history filters read, from a live job or a stored row."""
+    if isinstance(item, JobEntry):
+        return item.status, item.task.id, item.started_at
+    return JobStatus(item[3]), item[1], datetime.fromisoformat(item[4])
 
 
 def _uncancel_current_task() -> None:
@@ -159,6 +194,9 @@ class Engine:
         self.inbox = Inbox(logger)
         self.store = Store(logger)
         self.store.snapshot = lambda: (self.registry.tasks.values(), self.registry.jobs.values())
+        self.store.committed = self._rows_committed
+        self._held = False  # new jobs wait for the writer or the dispatcher to catch up
+        self._unwritten = 0  # finished jobs whose final row is not committed yet
         self.running = False  # True between start() and stop(): jobs may be started
         self._late = _LateStarts(logger)
         self._task_group: TaskGroup | None = None
@@ -243,6 +281,8 @@ class Engine:
         self.running = False
         assert self._loop_scope is not None
         self._loop_scope.cancel()
+        # The host loop may be the very one blocked in shutdown(): never wait for it now.
+        self.dispatcher.stop_waiting_for_host()
         registry = self.registry
         for job in list(registry.ready):
             self.cancel_queued(job, "the scheduler shut down before it started")
@@ -570,6 +610,7 @@ class Engine:
 
     def _record_missed(self, task: TaskEntry, slot: Moment, now: Moment) -> None:
         job = self.registry.record_missed(task, new_id(), slot, now)
+        self._unwritten += 1
         self.store.save_job(job)
         self._ended(job)
         self.emit_job(Event.JOB_MISSED, job)
@@ -784,6 +825,8 @@ class Engine:
         assert pool is not None and workers is not None
         ready = registry.ready
         while ready:
+            if self._must_hold():
+                return
             job = ready[0]
             try:
                 pool.acquire_on_behalf_of_nowait(job)
@@ -807,6 +850,101 @@ class Engine:
             if timeout is not None:
                 self._at(now.mono + timeout, functools.partial(self._time_out, job, timeout))
             self._plan(task, now, ended=False)
+
+    # -- holding new jobs back while the writer or the dispatcher catches up ----
+
+    def _must_hold(self) -> bool:
+        """Whether new jobs must wait; arms the release when they must."""
+        unwritten = self._unwritten
+        behind = unwritten >= UNWRITTEN_HIGH and not self.store.failing
+        if not (behind or self.dispatcher.pending >= EVENTS_HIGH):
+            return False
+        if not self._held:
+            self._held = True
+            self.dispatcher.on_delivered = self._maybe_release
+            self.logger.debug(
+                "quiv holds new jobs back: %d finished job(s) not yet written, "
+                "%d callback(s) not yet delivered",
+                unwritten,
+                self.dispatcher.pending,
+            )
+        return True
+
+    def _maybe_release(self) -> None:
+        """Let new jobs start again once both consumers are back below their low marks."""
+        if not self._held:
+            return
+        if self._unwritten > UNWRITTEN_LOW and not self.store.failing:
+            return
+        if self.dispatcher.pending > EVENTS_LOW:
+            return
+        self._held = False
+        self.dispatcher.on_delivered = None
+        if self.running and self.registry.ready and self._wakeup is not None:
+            self._wakeup.set()  # the scheduler loop starts what waited
+
+    def _rows_committed(self, entries: list[JobEntry]) -> None:
+        """The writer committed these jobs' latest state: let old finished ones go."""
+        for job in entries:
+            if job.status.is_final and not job.stored:
+                job.stored = True
+                self._unwritten -= 1
+        granularity = self.config.history_retention_seconds * PURGE_GRANULARITY
+        self.registry.release_stored(HISTORY_WINDOW, granularity)
+        self._maybe_release()
+
+    # -- history reads (merged with the store) --------------------------------
+
+    def _history_start(self) -> datetime:
+        """Jobs that ended before this instant are outside the retention window."""
+        return self.clock.now() - timedelta(seconds=self.config.history_retention_seconds)
+
+    def job_model(self, job_id: str) -> Job | None:
+        """The snapshot of one job in memory or in the store, None if there is none."""
+        job = self.registry.jobs.get(job_id)
+        if job is not None:
+            return job.to_model()
+        if not self.registry.stored_ends:
+            return None  # the store holds nothing that memory does not
+        row = self.store.read_job(job_id, self._history_start())
+        if row is None or row[5] is None:  # not there, or stale (see job_models)
+            return None
+        return job_from_row(row)
+
+    def job_models(self, query: HistoryQuery = _EVERYTHING) -> list[Job]:
+        """The jobs in the retention window that ``query`` picks; the newest state wins."""
+        memory = self.registry.jobs
+        if not self.registry.stored_ends:  # memory holds the whole history
+            jobs = memory.values()
+            if query == _EVERYTHING:
+                return [job.to_model() for job in jobs]
+            return [job.to_model() for job in select(jobs, query, _entry_key)]
+        items = self._merged_history(query.status)
+        chosen = items if query == _EVERYTHING else select(items, query, _item_key)
+        return [
+            item.to_model() if isinstance(item, JobEntry) else job_from_row(item) for item in chosen
+        ]
+
+    def _merged_history(self, status: JobStatus | None) -> list[JobEntry | tuple[Any, ...]]:
+        """Memory's jobs and the stored rows of the others, in the order created.
+
+        Rows come in creation order; a job memory holds stands in for its row. Jobs
+        the writer has not reached yet were created after every stored one. With
+        ``status``, the store returns only the rows that may match it.
+        """
+        memory = self.registry.jobs
+        rows = self.store.read_jobs(self._history_start(), None if status is None else status.value)
+        items: list[JobEntry | tuple[Any, ...]] = []
+        seen: set[str] = set()
+        for row in rows:
+            live = memory.get(row[0])
+            if live is not None:
+                seen.add(live.id)
+                items.append(live)
+            elif row[5] is not None:  # else stale: memory lets go of ended jobs only
+                items.append(row)
+        items.extend(job for job in memory.values() if job.id not in seen)
+        return items
 
     def _hook(self, job: JobEntry) -> Callable[..., None]:
         """The ``_progress_hook`` for ``job``: posts to its task's progress callback
@@ -867,6 +1005,7 @@ class Engine:
         if status is JobStatus.MISSED and error is None:
             error = missed_reason(task, job.slot, now)
         registry.finish_job(job, status, error, now, error_type)
+        self._unwritten += 1
         self.store.save_job(job)
         retrying = False
         if status is JobStatus.FAILED:

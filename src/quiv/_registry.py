@@ -27,7 +27,7 @@ from ._jobpolicy import JobPolicy
 from ._models import Job, JobStatus, Task, TaskStatus, build_model
 from ._triggers import Moment, RunPolicy, Timeline, Trigger, zone_name
 
-__all__ = ["JOB_COLUMNS", "TASK_COLUMNS", "JobEntry", "Registry", "TaskEntry"]
+__all__ = ["JOB_COLUMNS", "TASK_COLUMNS", "JobEntry", "Registry", "TaskEntry", "job_from_row"]
 
 #: The stored task row's columns: the public model's fields, one list for both.
 TASK_COLUMNS = tuple(Task.model_fields)
@@ -44,6 +44,27 @@ JOB_COLUMNS = (
     "attempt",
     "retry_of",
 )
+
+
+def job_from_row(row: tuple[Any, ...]) -> Job:
+    """The ``Job`` snapshot of a stored row (``JOB_COLUMNS`` order, as ``to_row`` made it)."""
+    job_id, task_id, task_name, status, started, ended, duration, error, error_type = row[:9]
+    return build_model(
+        Job,
+        {
+            "id": job_id,
+            "task_id": task_id,
+            "task_name": task_name,
+            "status": JobStatus(status),
+            "started_at": datetime.fromisoformat(started),
+            "ended_at": None if ended is None else datetime.fromisoformat(ended),
+            "duration_seconds": duration,
+            "error_message": error,
+            "error_type": error_type,
+            "attempt": row[9],
+            "retry_of": row[10],
+        },
+    )
 
 
 def _sql_time(value: datetime) -> str:
@@ -183,6 +204,7 @@ class JobEntry:
     error: str | None = None
     error_type: str | None = None
     stop_requested: bool = False
+    stored: bool = False  # final, and its final row is committed: memory may let it go
     # Only handlers that declare ``_stop_event`` get one; an Event is not free.
     stop_event: threading.Event | None = None
     attempt: int = 1
@@ -239,14 +261,22 @@ class JobEntry:
 
 
 class Registry:
-    """Tasks by id, jobs by id, the due heap, the ready queue and the history order."""
+    """Tasks by id, jobs by id, the due heap, the ready queue and the history order.
+
+    ``jobs`` holds the live jobs and the recently finished ones; older finished
+    jobs are let go once the store holds their final row (:meth:`release_stored`)
+    and only the span of their end times is kept, to time their purge.
+    """
 
     def __init__(self) -> None:
         self.tasks: dict[str, TaskEntry] = {}
         self.jobs: dict[str, JobEntry] = {}
         self.ready: deque[JobEntry] = deque()  # due, waiting for a pool slot, FIFO
         self.running: dict[str, JobEntry] = {}
-        self.finished: deque[JobEntry] = deque()  # in end order, for retention
+        self.finished: deque[JobEntry] = deque()  # in memory, in end order, for retention
+        #: End times (monotonic) of the jobs held only by the store, as ``[first, last]``
+        #: spans in end order, each at most a purge granularity long.
+        self.stored_ends: deque[list[float]] = deque()
         self._heap: list[tuple[float, int, int, TaskEntry]] = []
         self.jobs_created = 0
         self._seq = 0
@@ -448,7 +478,11 @@ class Registry:
         del self.tasks[task.id]
 
     def purge_finished(self, cutoff: float) -> int:
-        """Forget finished jobs that ended at or before monotonic ``cutoff``."""
+        """Forget finished jobs that ended at or before monotonic ``cutoff``.
+
+        Returns how many were in memory; those only in the store are deleted
+        there by the caller, and only their spans are updated here.
+        """
         finished = self.finished
         purged = 0
         while finished:
@@ -458,10 +492,40 @@ class Registry:
             finished.popleft()
             self.jobs.pop(job.id, None)
             purged += 1
+        spans = self.stored_ends
+        while spans and spans[0][1] <= cutoff:
+            spans.popleft()
+        if spans and spans[0][0] <= cutoff:
+            spans[0][0] = spans[0][1]  # partly purged: the rest goes at its last end
         return purged
 
+    def release_stored(self, keep: int, granularity: float) -> int:
+        """Let go of the oldest finished jobs beyond ``keep`` whose final row is stored.
+
+        They go in end order; a job whose row is not stored yet stops the release
+        (the writer catches up, or memory keeps the job). Returns how many went.
+        """
+        finished, jobs, spans = self.finished, self.jobs, self.stored_ends
+        released = 0
+        while len(finished) > keep and finished[0].stored:
+            job = finished.popleft()
+            del jobs[job.id]
+            released += 1
+            end = job.ended_mono
+            assert end is not None
+            if spans and end - spans[-1][0] <= granularity:
+                spans[-1][1] = max(spans[-1][1], end)
+            else:
+                spans.append([end, end])
+        return released
+
     def oldest_finished_end(self) -> float | None:
-        return self.finished[0].ended_mono if self.finished else None
+        """The earliest end time in the history, in memory or only in the store."""
+        memory = self.finished[0].ended_mono if self.finished else None
+        if not self.stored_ends:
+            return memory
+        stored = self.stored_ends[0][0]
+        return stored if memory is None else min(memory, stored)
 
 
 def missed_reason(task: TaskEntry, slot: Moment, now: Moment) -> str:

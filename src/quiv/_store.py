@@ -16,6 +16,20 @@ the directory is named ``quiv-<pid>-<random>`` and its owner holds a lock on a
 file in it for as long as it lives; the next store that opens one removes the
 directories of this user whose process no longer exists and whose lock nobody
 holds, and touches nothing else.
+
+The store is also where the job history lives. Memory keeps the live jobs and
+a bounded window of recently finished ones; a finished job leaves memory only
+once its final row is committed, and from then on :meth:`Store.read_job` and
+:meth:`Store.read_jobs` find it here. Those reads use the standard library's
+``sqlite3`` on a read-only connection per thread (the file is in WAL mode, so a
+reader never waits for the writer), and may be called from any thread.
+
+Everything that touches the database is in this module, behind a small
+surface: the producers (``save_task``, ``delete_task``, ``save_job``,
+``purge_jobs``, ``flush``, ``close``), the writer task (``run``) and the reads.
+SQLAlchemy and SQLModel, which cost more to import than the rest of quiv, are
+loaded by the writer in a worker thread when the first change is noted (see
+``_store_tables``); an idle scheduler never loads them.
 """
 
 from __future__ import annotations
@@ -26,66 +40,24 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
+import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlmodel import Field, SQLModel
 
 from ._exceptions import DatabaseInitializationError
 from ._registry import JOB_COLUMNS, TASK_COLUMNS
 
-__all__ = ["JobRecord", "Store", "TaskRecord"]
+if TYPE_CHECKING:
+    import sqlite3
 
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
-class TaskRecord(SQLModel, table=True):
-    """A task as persisted; ``args``/``kwargs`` are pickled."""
-
-    __tablename__ = "quiv_tasks"
-
-    id: str = Field(primary_key=True)
-    task_name: str
-    args: bytes
-    kwargs: bytes
-    interval_seconds: float | None = None
-    fixed_interval: bool
-    run_once: bool
-    status: str
-    next_run_at: datetime
-    trigger: str
-    cron: str | None = None
-    run_at: datetime | None = None
-    timezone: str
-    jitter: float
-    misfire_grace: float | None = None
-    coalesce: bool
-    max_instances: int
-    max_retries: int
-    retry_backoff: float
-    retry_backoff_max: float
-    timeout: float | None = None
-
-
-class JobRecord(SQLModel, table=True):
-    """A job as persisted."""
-
-    __tablename__ = "quiv_jobs"
-
-    id: str = Field(primary_key=True)
-    task_id: str
-    task_name: str
-    status: str
-    started_at: datetime
-    ended_at: datetime | None = Field(default=None, index=True)
-    duration_seconds: float | None = None
-    error_message: str | None = None
-    error_type: str | None = None
-    attempt: int
-    retry_of: str | None = None
+__all__ = ["Store"]
 
 
 #: ``quiv-<pid>-<mkdtemp's random part>``: the pid of the process that made it.
@@ -158,8 +130,8 @@ def remove_leftover_directories(parent: str) -> list[str]:
     return removed
 
 
-_TASKS: sa.Table = TaskRecord.__table__  # type: ignore[attr-defined]
-_JOBS: sa.Table = JobRecord.__table__  # type: ignore[attr-defined]
+TASK_TABLE = "quiv_tasks"
+JOB_TABLE = "quiv_jobs"
 
 
 class Row(Protocol):
@@ -171,21 +143,24 @@ class Row(Protocol):
 
 
 class _Table:
-    """Driver-level statements for one table, derived from its SQLModel definition.
+    """Driver-level statements for one table (``_store_tables`` checks the columns).
 
     The hot path goes straight to the driver with ready-made tuples, skipping
     SQLAlchemy's per-row type processing; ``columns`` must match the order the
-    entries' ``to_row`` produces.
+    entries' ``to_row`` produces. An upsert updates a row in place, so a row
+    keeps the ``rowid`` of its first write: job rows in ``rowid`` order are in
+    the order the jobs were created.
     """
 
-    def __init__(self, table: sa.Table, columns: tuple[str, ...]) -> None:
-        declared = tuple(column.name for column in table.columns)
-        if set(declared) != set(columns):
-            raise RuntimeError(f"{table.name}: row columns {columns} do not match {declared}")
+    def __init__(self, table: str, columns: tuple[str, ...]) -> None:
         names = ", ".join(columns)
         marks = ", ".join("?" for _ in columns)
-        self.upsert = f"INSERT OR REPLACE INTO {table.name} ({names}) VALUES ({marks})"
-        self.delete = f"DELETE FROM {table.name} WHERE id = ?"
+        updates = ", ".join(f"{name} = excluded.{name}" for name in columns if name != "id")
+        self.upsert = (
+            f"INSERT INTO {table} ({names}) VALUES ({marks}) "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}"
+        )
+        self.delete = f"DELETE FROM {table} WHERE id = ?"
 
 
 def _storable(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -211,9 +186,17 @@ def _storable(row: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
-_TASK_SQL = _Table(_TASKS, TASK_COLUMNS)
-_JOB_SQL = _Table(_JOBS, JOB_COLUMNS)
-_PURGE_SQL = f"DELETE FROM {_JOBS.name} WHERE ended_at < ?"
+_TASK_SQL = _Table(TASK_TABLE, TASK_COLUMNS)
+_JOB_SQL = _Table(JOB_TABLE, JOB_COLUMNS)
+_PURGE_SQL = f"DELETE FROM {JOB_TABLE} WHERE ended_at < ?"
+#: Job rows within the retention window (``ended_at`` is text in one UTC format, so
+#: text order is time order), in the order the jobs were created.
+_IN_WINDOW = "(ended_at IS NULL OR ended_at >= ?)"
+_READ_JOB_SQL = f"SELECT {', '.join(JOB_COLUMNS)} FROM {JOB_TABLE} WHERE id = ? AND {_IN_WINDOW}"
+_READ_JOBS_SQL = f"SELECT {', '.join(JOB_COLUMNS)} FROM {JOB_TABLE} WHERE {_IN_WINDOW}"
+#: With a status: the rows of that status, and every unfinished row, which may be
+#: stale (a final row never changes again, so a stale row is never final).
+_READ_STATUS_SQL = f"{_READ_JOBS_SQL} AND (status = ? OR ended_at IS NULL)"
 
 #: Rows written per transaction at most, so rendering one never holds the loop long.
 BATCH_LIMIT = 500
@@ -224,6 +207,8 @@ WRITE_DELAY = 0.005
 #: the maximum; closing the store ends the wait for one last attempt.
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
+#: Page cache of each connection, writer and readers, in KiB (SQLite's default: 2 MiB).
+CACHE_KIB = 512
 #: Seconds a write waits on a database locked by someone else before it fails
 #: (and is retried later) rather than holding up the writer and shutdown.
 BUSY_TIMEOUT_SECONDS = 0.25
@@ -254,8 +239,19 @@ class Store:
         self._engine: AsyncEngine | None = None
         self._retry_delay = RETRY_FIRST_SECONDS
         self.failed_batches = 0
+        #: True from a failed write to the next one that succeeds.
+        self.failing = False
         #: Returns every live task and job; used to refill a database that vanished.
         self.snapshot: Callable[[], tuple[Iterable[Row], Iterable[Row]]] | None = None
+        #: Called on the loop after each write attempt with the job entries whose
+        #: latest state it committed (empty if it failed).
+        self.committed: Callable[[list[Any]], None] | None = None
+        # Readers: one read-only sqlite3 connection per thread, closed when the thread
+        # ends or the store closes, whichever comes first.
+        self._readers = threading.local()
+        self._readers_lock = threading.Lock()
+        self._reader_set: weakref.WeakSet[_Reader] = weakref.WeakSet()
+        self._reader_generation = 0  # bumped when the file is closed or replaced
 
     @property
     def path(self) -> Path | None:
@@ -274,6 +270,11 @@ class Store:
     def _wake_writer(self) -> None:
         if self._kick is not None:
             self._kick.set()
+
+    @property
+    def backlog(self) -> int:
+        """Changes noted and not yet handed to the database (for ``stats()``)."""
+        return len(self._tasks) + len(self._jobs)
 
     def save_task(self, task: Row) -> None:
         if not self._closed:
@@ -341,6 +342,14 @@ class Store:
 
     async def _commit_noted(self) -> bool:
         """Write every noted change; on failure note them again and return False."""
+        if self._closed and self._engine is None and self._directory is None:
+            # Never written, and the files go with the store: a database created
+            # now would be deleted at once. Closing need not wait for one.
+            self._tasks, self._jobs, self._purge_before = {}, {}, None
+            flushes, self._flushes = self._flushes, []
+            for event in flushes:
+                event.set()
+            return True
         tasks, self._tasks = self._tasks, {}
         jobs, self._jobs = self._jobs, {}
         purge_before, self._purge_before = self._purge_before, None
@@ -355,14 +364,17 @@ class Store:
                 len(tasks),
                 len(jobs),
             )
-            # Writes are idempotent upserts and deletes: put them back behind any
-            # newer change of the same rows, and try again later.
-            for task_id, entry in tasks.items():
-                self._tasks.setdefault(task_id, entry)
-            for job_id, job in jobs.items():
-                self._jobs.setdefault(job_id, job)
+            # Writes are idempotent upserts and deletes: note them again, in their
+            # first order (new rows keep their creation order), with any newer change
+            # of the same row winning, and try again later.
+            tasks.update(self._tasks)
+            self._tasks = tasks
+            jobs.update(self._jobs)
+            self._jobs = jobs
             if purge_before is not None and self._purge_before is None:
                 self._purge_before = purge_before
+            self.failing = True
+            self._report_committed([])
             return False
         finally:
             for event in flushes:
@@ -373,8 +385,17 @@ class Store:
                 self._tasks.setdefault(entry.id, entry)
             for job in jobs_left:
                 self._jobs.setdefault(job.id, job)
+            self.failing = True
+            self._report_committed([])
             return False
+        self.failing = False
         return True
+
+    def _report_committed(self, entries: list[Row]) -> None:
+        """Tell :attr:`committed` which job entries are on disk as they are now."""
+        if self.committed is not None:
+            noted = self._jobs  # changed again since they were rendered: not yet
+            self.committed([entry for entry in entries if entry.id not in noted])
 
     async def _write(
         self, tasks: dict[str, Row | None], jobs: list[Row], purge_before: datetime | None
@@ -392,6 +413,8 @@ class Store:
         if not (deleted or saved or jobs or purge_before is not None):
             return tasks_left, jobs_left
         engine = self._engine or await self._initialise()
+        if engine is None:  # closed while the database layer loaded: nothing to write to
+            return tasks_left, jobs_left
         if deleted:
             async with engine.begin() as connection:
                 await connection.exec_driver_sql(_TASK_SQL.delete, deleted)
@@ -401,9 +424,10 @@ class Store:
             stored.update(entry.id for entry in saved if entry not in tasks_left)
         # Rows are rendered chunk by chunk, each from the entry as it is right then.
         for start in range(0, len(jobs), BATCH_LIMIT):
-            jobs_left += await self._upsert(
-                engine, _JOB_SQL.upsert, jobs[start : start + BATCH_LIMIT]
-            )
+            chunk = jobs[start : start + BATCH_LIMIT]
+            refused = await self._upsert(engine, _JOB_SQL.upsert, chunk)
+            jobs_left += refused
+            self._report_committed([job for job in chunk if job not in refused])
         if purge_before is not None:
             async with engine.begin() as connection:
                 await connection.exec_driver_sql(_PURGE_SQL, (purge_before.isoformat(" "),))
@@ -464,6 +488,7 @@ class Store:
                     await engine.dispose()
                 except Exception:
                     self._logger.debug("quiv could not close the vanished database", exc_info=True)
+        self._close_readers()
         self._remove_directory()
         self._stored_tasks.clear()
         if self.snapshot is None:
@@ -475,8 +500,15 @@ class Store:
         every_job.update((job.id, job) for job in jobs)
         return every_task, list(every_job.values())
 
-    async def _initialise(self) -> AsyncEngine:
+    async def _initialise(self) -> AsyncEngine | None:
+        """Create the database; None if the store closed while the layer was loading."""
         try:
+            # The database layer is loaded off the loop, as importing it takes a while.
+            # Not abandoned at close: a thread still importing while the interpreter
+            # exits can disturb the exit (SQLAlchemy runs exec() as it loads).
+            await anyio.to_thread.run_sync(_load_tables)
+            if self._closed and self._directory is None:  # closed meanwhile: none needed
+                return None
             return await self._open()
         except Exception as exc:
             raise DatabaseInitializationError(
@@ -502,26 +534,34 @@ class Store:
         path = self._directory / "quiv.sqlite3"
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
-        engine = create_async_engine(
+        from . import _store_tables as tables  # loaded already, off the loop
+
+        engine = tables.create_async_engine(
             f"sqlite+aiosqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_SECONDS}
         )
 
-        @sa.event.listens_for(engine.sync_engine, "connect")
+        @tables.sa.event.listens_for(engine.sync_engine, "connect")
         def _tune(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             # WAL lets readers (a debugging session, a test) look while we write;
             # NORMAL sync is safe in WAL and the file is temporary anyway.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # Rows are appended and read back rarely: a small page cache is enough,
+            # and it is memory the history would otherwise cost after all.
+            cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             cursor.close()
 
         async with engine.begin() as connection:
-            await connection.run_sync(SQLModel.metadata.create_all, tables=[_TASKS, _JOBS])
+            await connection.run_sync(
+                tables.metadata.create_all, tables=[tables.TASKS, tables.JOBS]
+            )
         self._engine = engine
         return engine
 
     async def _dispose(self) -> None:
         engine, self._engine = self._engine, None
+        self._close_readers()
         try:
             if engine is not None:
                 await engine.dispose()
@@ -542,12 +582,99 @@ class Store:
         await self.flush()
         if self._engine is None:
             return []
-        source = _TASKS if table == "tasks" else _JOBS
+        from . import _store_tables as tables
+
+        source = tables.TASKS if table == "tasks" else tables.JOBS
         async with self._engine.connect() as connection:
             result = await connection.execute(source.select())
             return [dict(row._mapping) for row in result]
 
-    @property
-    def backlog(self) -> int:
-        """Changes noted and not yet handed to the database (for ``stats()``)."""
-        return len(self._tasks) + len(self._jobs)
+    # -- reads: synchronous, from any thread -----------------------------------
+
+    def read_job(self, job_id: str, ended_since: datetime) -> tuple[Any, ...] | None:
+        """The committed row of one job, in ``JOB_COLUMNS`` order, unless it ended
+        before ``ended_since`` (outside the retention window) or is not there."""
+        rows = self._read(_READ_JOB_SQL, (job_id, _sql_time(ended_since)))
+        return rows[0] if rows else None
+
+    def read_jobs(self, ended_since: datetime, status: str | None = None) -> list[tuple[Any, ...]]:
+        """The committed job rows within the window, in the order the jobs were created.
+
+        With ``status``: the rows of that status plus every unfinished row (which
+        a newer state in memory may have overtaken); the caller merges.
+        """
+        since = _sql_time(ended_since)
+        if status is None:
+            return self._read(f"{_READ_JOBS_SQL} ORDER BY rowid", (since,))
+        return self._read(f"{_READ_STATUS_SQL} ORDER BY rowid", (since, status))
+
+    def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        connection = self._reader()
+        if connection is None:
+            return []
+        import sqlite3
+
+        try:
+            return connection.execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            if "no such table" in str(exc):  # the writer has not created it yet
+                return []
+            self._logger.warning("quiv could not read its job history: %s", exc)
+            return []
+
+    def _reader(self) -> sqlite3.Connection | None:
+        """This thread's read-only connection to the database, if there is one."""
+        path = self.path
+        if path is None:
+            return None
+        reader: _Reader | None = getattr(self._readers, "reader", None)
+        if reader is not None and reader.generation == self._reader_generation:
+            return reader.connection
+        import sqlite3
+
+        try:
+            connection = sqlite3.connect(
+                f"{path.as_uri()}?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                check_same_thread=False,  # closed by whichever thread closes the store
+            )
+        except sqlite3.Error as exc:
+            self._logger.warning("quiv could not open its job history for reading: %s", exc)
+            return None
+        connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        with self._readers_lock:
+            reader = _Reader(connection, self._reader_generation)
+            self._reader_set.add(reader)
+        self._readers.reader = reader  # replaces (and so closes) an outdated one
+        return connection
+
+    def _close_readers(self) -> None:
+        with self._readers_lock:
+            self._reader_generation += 1
+            readers = list(self._reader_set)
+        for reader in readers:
+            reader.connection.close()
+
+
+class _Reader:
+    """One thread's read connection; closed when the thread ends (its locals go)."""
+
+    __slots__ = ("__weakref__", "connection", "generation")
+
+    def __init__(self, connection: sqlite3.Connection, generation: int) -> None:
+        self.connection = connection
+        self.generation = generation
+
+    def __del__(self) -> None:
+        self.connection.close()
+
+
+def _sql_time(value: datetime) -> str:
+    # The text form the rows are written in (see ``_registry``).
+    return value.isoformat(" ")
+
+
+def _load_tables() -> None:
+    """Import the database layer (SQLAlchemy, SQLModel and the tables)."""
+    from . import _store_tables  # noqa: F401
