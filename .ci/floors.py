@@ -6,8 +6,10 @@ runtime dependency without a ``>=`` floor is an error: an untested floor is a
 promise nobody checked.
 
 With ``--test-requirements`` it prints instead the ``dev`` extra without the web
-frameworks, whose own floors are far above quiv's (FastAPI needs a much newer
-pydantic): the tests that use them run in every other CI step.
+stack (the frameworks, the dashboard's templates and server, the browser
+driver), whose own floors are far above quiv's (FastAPI needs a much newer
+pydantic, selenium a newer typing_extensions): the tests that use them run in
+every other CI step.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import tomllib
 
-WEB_FRAMEWORKS = {"starlette", "fastapi", "httpx2"}
+WEB_STACK = {"starlette", "fastapi", "httpx2", "jinja2", "uvicorn", "websockets", "selenium"}
 
 # name, optional [extras], version specifiers, optional "; marker"
 REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*([^;]*?)\s*(;.*)?$")
@@ -43,7 +45,7 @@ def floors(pyproject: Path) -> list[str]:
 def test_requirements(pyproject: Path) -> list[str]:
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     dev = project["optional-dependencies"]["dev"]
-    return [r for r in dev if _name(r) not in WEB_FRAMEWORKS]
+    return [r for r in dev if _name(r) not in WEB_STACK]
 
 
 def _name(requirement: str) -> str:

@@ -158,8 +158,10 @@ class Stats(BaseModel):
     jobs_queued: int
     jobs_overrunning: int
     retries_waiting: int
-    tasks_by_status: dict[TaskStatus, int]
-    jobs_ended: dict[JobStatus, int]
+    # Keyed by the statuses' string values: every pydantic 2 release serialises
+    # plain str keys, and a TaskStatus/JobStatus member still finds its entry.
+    tasks_by_status: dict[str, int]
+    jobs_ended: dict[str, int]
     start_lag_p50: float | None
     start_lag_p99: float | None
     lag_window: int
