@@ -648,55 +648,13 @@ class AsyncQuiv:
         task.job_policy = job_policy
         return task, wait
 
-    def _add_task_nowait(
-        self,
-        task_name: str,
-        func: Handler,
-        interval: float | None = None,
-        delay: float = 0,
-        run_once: bool = False,
-        fixed_interval: bool = True,
-        args: tuple[Any, ...] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        progress_callback: ProgressCallback | None = None,
-        *,
-        cron: str | None = None,
-        run_at: datetime | None = None,
-        trigger: Trigger | None = None,
-        timezone: str | tzinfo | None = None,
-        jitter: float = 0,
-        misfire_grace: float | None = None,
-        coalesce: bool = True,
-        max_instances: int = 1,
-        max_retries: int = 0,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 300.0,
-        timeout: float | None = None,
-    ) -> str:
-        """:meth:`add_task` from another thread: validated here, applied on the loop later."""
-        task, wait = self._new_task(
-            task_name,
-            func,
-            interval,
-            delay,
-            run_once,
-            fixed_interval,
-            args,
-            kwargs,
-            progress_callback,
-            cron=cron,
-            run_at=run_at,
-            trigger=trigger,
-            timezone=timezone,
-            jitter=jitter,
-            misfire_grace=misfire_grace,
-            coalesce=coalesce,
-            max_instances=max_instances,
-            max_retries=max_retries,
-            retry_backoff=retry_backoff,
-            retry_backoff_max=retry_backoff_max,
-            timeout=timeout,
-        )
+    def _add_task_nowait(self, *args: Any, **kwargs: Any) -> str:
+        """:meth:`add_task` from another thread: validated here, applied on the loop later.
+
+        Takes exactly :meth:`_new_task`'s arguments; the facade's own ``add_task``
+        carries the typed signature.
+        """
+        task, wait = self._new_task(*args, **kwargs)
         return self._later(lambda: self._decide_add(task, wait, deferred=True))
 
     def _run_task_immediately_nowait(self, task_id: str) -> int:
