@@ -632,3 +632,29 @@ def test_a_sync_handler_cannot_wait_for_the_next_end_of_its_own_task() -> None:
         "a job cannot wait for the next run of its own task to end: "
         "with max_instances=1 that run is itself"
     ]
+
+
+async def test_an_async_handler_cannot_wait_for_its_own_end() -> None:
+    """Its own job, or the next end of its own one-at-a-time task: refused, not a hang."""
+    refused: list[str] = []
+    done = anyio.Event()
+
+    async with AsyncQuiv() as scheduler:
+
+        async def handler(_job_id: str) -> None:
+            task_id = (await scheduler.get_job(_job_id)).task_id
+            for wait in (scheduler.wait_for_job(_job_id, 5), scheduler.wait_for_task(task_id, 5)):
+                try:
+                    await wait
+                except SchedulerStateError as exc:
+                    refused.append(str(exc))
+            done.set()
+
+        await scheduler.add_task("self-waiter", handler, interval=3600)
+        with anyio.fail_after(15):
+            await done.wait()
+    assert refused == [
+        "a job cannot wait for itself to end",
+        "a job cannot wait for the next run of its own task to end: "
+        "with max_instances=1 that run is itself",
+    ]

@@ -45,6 +45,7 @@ from ._jobpolicy import JobPolicy, validate_cancel_grace, validate_seconds
 from ._models import Event, Job, Stats, Task
 from ._models import TaskStatus as _TaskStatus
 from ._registry import TaskEntry
+from ._runner import current_job_id
 from ._schedule import validate_delay
 from ._store import Store
 from ._triggers import RunPolicy, Trigger, choose_trigger, task_zone
@@ -922,6 +923,7 @@ class AsyncQuiv:
             SchedulerClosedError: if the scheduler shuts down first.
             ConfigurationError: if ``timeout`` is not ``None`` or a number >= 0.
         """
+        self._refuse_waiting_on_itself(job_id, task=False)
         return await self._wait(self._watch_job, job_id, timeout)
 
     async def wait_for_task(self, task_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - the API's name
@@ -933,15 +935,25 @@ class AsyncQuiv:
             SchedulerClosedError: if the scheduler shuts down first.
             ConfigurationError: if ``timeout`` is not ``None`` or a number >= 0.
         """
+        self._refuse_waiting_on_itself(task_id, task=True)
         return await self._wait(self._watch_task, task_id, timeout)
 
-    def _refuse_waiting_on_itself(self, task_id: object, job_id: str | None) -> None:
-        """Refuse a sync handler waiting for the next end of its own one-at-a-time task.
+    def _refuse_waiting_on_itself(self, ident: object, *, task: bool) -> None:
+        """Refuse a handler waiting for its own end, which cannot come while it waits.
 
-        That next end would be its own, which cannot come while it waits.
+        That is ``wait_for_job`` on its own job, or ``wait_for_task`` on its own
+        task while that task runs one job at a time. Both facades call this from
+        the handler's own thread or task, where :func:`current_job_id` knows it.
         """
-        job = None if job_id is None else self._engine.registry.jobs.get(job_id)
-        if job is not None and job.task.id == task_id and job.task.policy.max_instances == 1:
+        job_id = current_job_id()
+        if job_id is None:
+            return
+        if not task:
+            if ident == job_id:
+                raise SchedulerStateError("a job cannot wait for itself to end")
+            return
+        job = self._engine.registry.jobs.get(job_id)
+        if job is not None and job.task.id == ident and job.task.policy.max_instances == 1:
             raise SchedulerStateError(
                 "a job cannot wait for the next run of its own task to end: with "
                 "max_instances=1 that run is itself"

@@ -16,6 +16,7 @@ exception's message and, apart, its class name.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import pickle
@@ -47,11 +48,19 @@ INJECTABLE = frozenset({"_job_id", "_stop_event", "_progress_hook"})
 Outcome = tuple[JobStatus, "str | None", "str | None"]
 
 _thread_state = threading.local()
+#: The async job whose handler runs in this task (each job has a task of its own).
+_async_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "quiv_async_job_id", default=None
+)
 
 
 def current_job_id() -> str | None:
-    """The id of the sync job running in this worker thread, if any."""
-    return getattr(_thread_state, "job_id", None)
+    """The id of the job whose handler is running here, if any.
+
+    A sync job is known to its worker thread; an async job to its own task.
+    """
+    job_id: str | None = getattr(_thread_state, "job_id", None)
+    return job_id if job_id is not None else _async_job_id.get()
 
 
 def set_thread_main_loop(loop: asyncio.AbstractEventLoop | None) -> None:
@@ -185,6 +194,7 @@ async def run_async_job(
         args, kwargs = _arguments(job, progress_hook)
     except Exception as exc:
         return _failure(exc, "could not prepare arguments: ")
+    _async_job_id.set(job.id)  # this task is the job's own: nothing to reset
     try:
         await job.task.func(*args, **kwargs)
     except anyio.get_cancelled_exc_class() as exc:

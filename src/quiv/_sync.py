@@ -545,6 +545,7 @@ class Quiv:
                 handler, a listener run there), where waiting would deadlock,
                 or from the sync handler of that very job.
         """
+        self._core._refuse_waiting_on_itself(job_id, task=False)
         return self._wait(self._core._watch_job, job_id, timeout)
 
     def wait_for_task(self, task_id: str, timeout: float | None = None) -> Job:
@@ -554,7 +555,7 @@ class Quiv:
             SchedulerStateError: on the scheduler's own loop thread, where
                 waiting would deadlock.
         """
-        self._core._refuse_waiting_on_itself(task_id, current_job_id())
+        self._core._refuse_waiting_on_itself(task_id, task=True)
         return self._wait(self._core._watch_task, task_id, timeout)
 
     def _wait(
@@ -571,8 +572,6 @@ class Quiv:
                 "(the job could never end); await AsyncQuiv's method there instead, or wait "
                 "from another thread"
             )
-        if ident == current_job_id():
-            raise SchedulerStateError("a job cannot wait for itself to end")
         limit = None if timeout is None else validate_seconds(timeout, "timeout")
         future: Future[Job | QuivError] = Future()
 
