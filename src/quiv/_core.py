@@ -41,7 +41,7 @@ from ._exceptions import (
     TaskNotScheduledError,
 )
 from ._history import HistoryQuery
-from ._jobpolicy import JobPolicy, validate_cancel_grace, validate_seconds
+from ._jobpolicy import JobPolicy, job_policy_of, validate_cancel_grace, validate_seconds
 from ._models import Event, Job, Stats, Task
 from ._models import TaskStatus as _TaskStatus
 from ._registry import TaskEntry
@@ -627,7 +627,7 @@ class AsyncQuiv:
         """Validate ``add_task``'s arguments (in any thread); the new task and its delay."""
         self._check_not_closed()
         self._check_not_closing()
-        job_policy = JobPolicy(max_retries, retry_backoff, retry_backoff_max, timeout)
+        policy_of_jobs = job_policy_of(max_retries, retry_backoff, retry_backoff_max, timeout)
         task, wait = new_task_entry(
             task_name,
             func,
@@ -646,7 +646,7 @@ class AsyncQuiv:
             default_zone=self._config.tz,
             wall=self._engine.clock.now(),
         )
-        task.job_policy = job_policy
+        task.job_policy = policy_of_jobs
         return task, wait
 
     def _add_task_nowait(self, *args: Any, **kwargs: Any) -> str:

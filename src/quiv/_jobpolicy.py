@@ -82,6 +82,27 @@ class JobPolicy:
         object.__setattr__(self, "timeout", validate_timeout(self.timeout))
 
 
+#: The policy of nearly every task (no retries, no time limit), built and checked once.
+DEFAULT_JOB_POLICY = JobPolicy()
+
+
+def job_policy_of(
+    max_retries: object, retry_backoff: object, retry_backoff_max: object, timeout: object
+) -> JobPolicy:
+    """The validated policy for these options; the shared default when they are the defaults."""
+    if (
+        type(max_retries) is int
+        and max_retries == 0
+        and type(retry_backoff) is float
+        and retry_backoff == 1.0
+        and type(retry_backoff_max) is float
+        and retry_backoff_max == 300.0
+        and timeout is None
+    ):
+        return DEFAULT_JOB_POLICY
+    return JobPolicy(max_retries, retry_backoff, retry_backoff_max, timeout)  # type: ignore[arg-type]
+
+
 def backoff_cap(attempt: int, backoff: float, backoff_max: float) -> float:
     """The longest wait before retrying a run whose ``attempt`` (1-based) failed.
 

@@ -23,7 +23,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from ._exceptions import JobNotFoundError, TaskNotFoundError
-from ._jobpolicy import JobPolicy
+from ._jobpolicy import DEFAULT_JOB_POLICY, JobPolicy
 from ._models import Job, JobStatus, Task, TaskStatus, build_model
 from ._triggers import Moment, RunPolicy, Timeline, Trigger, zone_name
 
@@ -117,7 +117,7 @@ class TaskEntry:
     resume_at: float | None = None  # resume arrived while a job was running
     version: int = 0
     snapshot: Task | None = None
-    job_policy: JobPolicy = field(default_factory=JobPolicy)
+    job_policy: JobPolicy = DEFAULT_JOB_POLICY  # frozen, so one shared default is safe
     #: Retries not started yet: waiting out their backoff, or queued for the pool.
     retries: list[JobEntry] = field(default_factory=list)
 
