@@ -49,7 +49,8 @@ from ._inbox import Inbox
 from ._jobpolicy import retry_delay
 from ._models import Event, Job, JobStatus
 from ._registry import JobEntry, Registry, TaskEntry, job_from_row, missed_reason
-from ._store import Store
+from ._shared import SharedSchedule
+from ._stores import SQLiteStore, StoreOptions, open_store, worker_name
 from ._triggers import Moment, jitter_delay, settle_overdue
 from ._types import Listener
 from ._workers import Workers
@@ -181,7 +182,13 @@ class _LateStarts:
 class Engine:
     """The registry plus the loop, the pool, the workers, the dispatcher and the store."""
 
-    def __init__(self, config: QuivConfig, clock: Clock, logger: _AnyLogger) -> None:
+    def __init__(
+        self,
+        config: QuivConfig,
+        clock: Clock,
+        logger: _AnyLogger,
+        store_options: StoreOptions | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.logger = logger
@@ -192,7 +199,11 @@ class Engine:
         self.dispatcher = Dispatcher(logger)
         #: How other threads (the sync facade, worker threads) get work done on the loop.
         self.inbox = Inbox(logger)
-        self.store = Store(logger)
+        self.store = open_store(store_options or StoreOptions(), logger)
+        #: With a durable store: the schedule shared with other processes (else None).
+        self.shared = (
+            SharedSchedule(self, self.store) if isinstance(self.store, SQLiteStore) else None
+        )
         self.store.snapshot = lambda: (self.registry.tasks.values(), self.registry.jobs.values())
         self.store.committed = self._rows_committed
         self._held = False  # new jobs wait for the writer or the dispatcher to catch up
@@ -240,6 +251,8 @@ class Engine:
         order and then cancels the group itself.
         """
         failure: BaseException | None = None
+        if self.shared is not None:
+            await self.shared.store.open()  # a database we cannot use: refused right here
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as group:
                 try:
@@ -386,7 +399,10 @@ class Engine:
         self.registry.tasks[task.id] = task
         if task.trigger.wall_clock:
             self._wall_tasks += 1
-        self._schedule(task, task.timeline.start(now, delay))
+        if self.shared is not None:
+            self.shared.add(task, now, delay)  # scheduled once the store has adopted it
+        else:
+            self._schedule(task, task.timeline.start(now, delay))
         self.store.save_task(task)
         self.emit_task(Event.TASK_ADDED, task)
         first_run = task.next_run_at
@@ -453,7 +469,9 @@ class Engine:
         now = self.now()
         task.paused = False
         task.snapshot = None
-        if not task.jobs:
+        if self.shared is not None:
+            self.shared.resume(task, now, delay)
+        elif not task.jobs:
             self._schedule(task, task.timeline.start(now, delay))
         elif task.running and task.queued is None:
             task.resume_at = now.mono + delay  # applied when the run ends
@@ -520,6 +538,9 @@ class Engine:
         more than ``max_instances`` at once, and never makes up for that later.
         """
         if task.removed or task.paused or task.queued is not None or task.due is not None:
+            return
+        if self.shared is not None:
+            self.shared.plan(task, now, ended=ended)
             return
         if task.consumed or len(task.running) >= task.policy.max_instances:
             return  # planned again when a run ends
@@ -607,6 +628,22 @@ class Engine:
         job.slot = run[0]
         task.owed = run[1:]
         return True
+
+    def schedule_at(self, task: TaskEntry, slot: Moment) -> None:
+        """Put ``task`` on the heap for ``slot`` (plus jitter) and wake the loop for it."""
+        self._schedule(task, slot)
+        self._wake_for(task)
+
+    def run_claimed(self, task: TaskEntry, job_id: str, slot: Moment, now: Moment) -> None:
+        """Queue the job of an occurrence this process claimed in the shared store."""
+        task.slot, task.slot_jitter, task.due_is_slot = slot, 0.0, False  # settled by the claim
+        job = self.registry.create_job(task, job_id, now)
+        self.store.save_job(job)
+        if self.running:
+            self._start_ready(now)
+
+    def record_missed(self, task: TaskEntry, slot: Moment, now: Moment) -> None:
+        self._record_missed(task, slot, now)
 
     def _record_missed(self, task: TaskEntry, slot: Moment, now: Moment) -> None:
         job = self.registry.record_missed(task, new_id(), slot, now)
@@ -797,12 +834,15 @@ class Engine:
         """Turn every task due by ``now`` into a job and start what the pool allows."""
         if self._dispatching:
             return  # the dispatch under way looks at the heap again before it ends
-        registry = self.registry
+        registry, shared = self.registry, self.shared
         self._dispatching = True
         upcoming: float | None = None
         try:
             while True:
                 for task in registry.pop_due(now.mono):
+                    if shared is not None and task.due_is_slot:
+                        shared.dispatch(task, now)  # claimed first; run if the claim holds
+                        continue
                     job = registry.create_job(task, new_id(), now)
                     self.store.save_job(job)
                 self._start_ready(now)
@@ -840,6 +880,7 @@ class Engine:
                 self._finish_job(job, JobStatus.MISSED, None, start_next=False)
                 continue
             registry.start_job(job, now)
+            job.worker = worker_name()
             self.lags.append(now.mono - job.due)
             if job.number <= self._queued_through:
                 self._late.record(job, now.mono - job.due, now.mono)
@@ -904,17 +945,17 @@ class Engine:
         job = self.registry.jobs.get(job_id)
         if job is not None:
             return job.to_model()
-        if not self.registry.stored_ends:
+        if not self.registry.stored_ends and self.shared is None:
             return None  # the store holds nothing that memory does not
         row = self.store.read_job(job_id, self._history_start())
-        if row is None or row[5] is None:  # not there, or stale (see job_models)
+        if row is None or (row[5] is None and self.shared is None):  # not there, or stale
             return None
         return job_from_row(row)
 
     def job_models(self, query: HistoryQuery = _EVERYTHING) -> list[Job]:
         """The jobs in the retention window that ``query`` picks; the newest state wins."""
         memory = self.registry.jobs
-        if not self.registry.stored_ends:  # memory holds the whole history
+        if not self.registry.stored_ends and self.shared is None:  # memory holds it all
             jobs = memory.values()
             if query == _EVERYTHING:
                 return [job.to_model() for job in jobs]
@@ -932,7 +973,7 @@ class Engine:
         the writer has not reached yet were created after every stored one. With
         ``status``, the store returns only the rows that may match it.
         """
-        memory = self.registry.jobs
+        memory, shared = self.registry.jobs, self.shared is not None
         rows = self.store.read_jobs(self._history_start(), None if status is None else status.value)
         items: list[JobEntry | tuple[Any, ...]] = []
         seen: set[str] = set()
@@ -941,7 +982,7 @@ class Engine:
             if live is not None:
                 seen.add(live.id)
                 items.append(live)
-            elif row[5] is not None:  # else stale: memory lets go of ended jobs only
+            elif row[5] is not None or shared:  # else stale: memory lets go of ended jobs only
                 items.append(row)
         items.extend(job for job in memory.values() if job.id not in seen)
         return items
@@ -963,6 +1004,7 @@ class Engine:
 
         def progress_hook(*args: Any, **payload: Any) -> None:
             nonlocal snapshot
+            job.progress = payload
             if callback is not None:
                 # Positional arguments are passed on too, as quiv 0.x did.
                 post(Delivery(callback, args, payload))

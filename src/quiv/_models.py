@@ -125,7 +125,9 @@ class Job(BaseModel):
     ``error_message``; one that ran past its task's ``timeout`` is failed with
     ``error_type`` ``"TimeoutError"``. ``attempt`` counts the runs of one due
     time (1, then 2 for the first retry, ...); a retry's ``retry_of`` is the id
-    of the first attempt.
+    of the first attempt. ``worker`` is the process that ran it (``host/pid``;
+    ``None`` if it never started) and ``progress`` the latest payload its
+    handler reported through ``_progress_hook``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -141,6 +143,8 @@ class Job(BaseModel):
     error_type: str | None = None
     attempt: int = 1
     retry_of: str | None = None
+    worker: str | None = None
+    progress: dict[str, Any] | None = None
 
 
 class Stats(BaseModel):
@@ -203,6 +207,8 @@ def _pick_builder() -> Callable[[type[M], dict[str, Any]], M]:
         "error_type": None,
         "attempt": 1,
         "retry_of": None,
+        "worker": "host/1",
+        "progress": None,
     }
     try:
         fast, slow = _assemble(Job, dict(sample)), _validated(Job, dict(sample))

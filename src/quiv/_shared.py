@@ -1,0 +1,216 @@
+"""The engine's side of a durable store: the schedule several processes share.
+
+With a durable store the store, not this process, says when a task is next
+due. Each process keeps every task on its own heap at the stored due time, as
+usual; when one falls due, it does not create a job but asks the store to claim
+the occurrence (``_stores._requests.Claim``). The one process whose claim holds
+creates the job and runs it; the others move on to the next due time the
+winner stored. So dispatch becomes claim-then-run, every process may win, and
+load spreads.
+
+Everything here runs on the loop, synchronously; the store answers through
+callbacks once its transaction has committed. Tasks are in the store's terms
+once adopted: ``add`` proposes a first due time, and the store keeps the one it
+already holds for that id (a restart, or another process that added it first).
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from ._ids import new_id
+from ._models import Event, JobStatus
+from ._registry import TaskEntry
+from ._stores._requests import Adoption, Claim, ClaimResult, Outcome, Replan, TaskState
+from ._stores._sqlite import SQLiteStore
+from ._triggers import Every, Moment
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["SharedSchedule", "micros", "wall_of"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def micros(wall: datetime) -> int:
+    """An aware wall time as integer microseconds since the epoch (exact, for keys)."""
+    delta = wall - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def wall_of(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def next_due(task: TaskEntry, due: int, now: int) -> int | None:
+    """The due time after ``due`` once it is held at ``now`` (None: none, or not yet known).
+
+    With ``coalesce`` the due times that already passed are folded into the run
+    being claimed; without it, each comes due in turn. ``fixed_interval=False``
+    waits for the run to end, which plans the next one.
+    """
+    trigger = task.trigger
+    if task.run_once or not trigger.repeats:
+        return None
+    coalesce = task.policy.coalesce
+    if isinstance(trigger, Every):
+        if not trigger.fixed:
+            return None
+        step = max(1, round(trigger.seconds * 1_000_000))
+        following = due + step
+        if coalesce and following <= now:
+            following += ((now - following) // step + 1) * step
+        return following
+    after = getattr(trigger, "next_after", None)
+    if after is None:
+        return None
+    instant = after(wall_of(due))
+    if instant is not None and coalesce and micros(instant) <= now:
+        instant = after(wall_of(now))
+    return None if instant is None else micros(instant)
+
+
+class SharedSchedule:
+    """Adoption, claims and the periodic look at other processes' changes."""
+
+    def __init__(self, engine: Engine, store: SQLiteStore) -> None:
+        self._engine = engine
+        self.store = store
+        #: The stored next due time (µs) of every adopted task, as last seen.
+        self._due: dict[str, int | None] = {}
+        self._pending: set[str] = set()  # an adoption or a claim is in flight
+        store.polled = self._polled
+
+    # -- from the engine ------------------------------------------------------
+
+    def add(self, task: TaskEntry, now: Moment, delay: float) -> None:
+        slot = task.timeline.start(now, delay)
+        if slot is not None:
+            task.next_run_at = slot.wall
+        self._pending.add(task.id)
+        proposed = None if slot is None else micros(slot.wall)
+        self.store.adopt(Adoption(task, proposed, functools.partial(self._adopted, task)))
+
+    def dispatch(self, task: TaskEntry, now: Moment) -> None:
+        """``task`` fell due on its cadence: claim the occurrence before running it."""
+        slot, task.slot = task.slot, None
+        due = self._due.get(task.id)
+        if slot is None or due is None or task.id in self._pending:
+            return
+        job_id = new_id()
+        started = now.wall.isoformat(" ")
+        row: tuple[object, ...] = (job_id, task.id, task.name, JobStatus.SCHEDULED.value)
+        row += (started, None, None, None, None, 1, None)
+        self._pending.add(task.id)
+        self.store.claim(
+            Claim(
+                task.id,
+                due,
+                job_id,
+                row,
+                task.policy.max_instances,
+                task.policy.misfire_grace,
+                functools.partial(next_due, task),
+                functools.partial(self._claimed, task, job_id, slot),
+            )
+        )
+
+    def plan(self, task: TaskEntry, now: Moment, *, ended: bool) -> None:
+        """Put ``task`` back on the heap at its stored due time (the engine's ``_plan``)."""
+        if task.removed or task.paused or task.id in self._pending:
+            return
+        if task.rerun:  # run-now during a run: once more at once, off the cadence
+            task.rerun = False
+            self._engine.registry.schedule(task, now, on_cadence=False)
+            return
+        trigger = task.trigger
+        unplanned = self._due.get(task.id) is None and not task.one_shot
+        if ended and unplanned and isinstance(trigger, Every) and not trigger.fixed:
+            # fixed_interval=False: the run that just ended plans the next one.
+            following = micros(now.wall) + round(trigger.seconds * 1_000_000)
+            self.store.replan(Replan(task.id, following, only_if_unplanned=True))
+            self._due[task.id] = following
+        if task.due is None:
+            self._follow(task, self._due.get(task.id))
+
+    def resume(self, task: TaskEntry, now: Moment, delay: float) -> None:
+        slot = task.timeline.start(now, delay)
+        due = None if slot is None else micros(slot.wall)
+        self.store.replan(Replan(task.id, due, paused=False))
+        self._due[task.id] = due
+        self._follow(task, due)
+
+    # -- answers from the store -------------------------------------------------
+
+    def _adopted(self, task: TaskEntry, state: TaskState) -> None:
+        self._pending.discard(task.id)
+        self._due[task.id] = state.next_due
+        if task.removed:
+            return
+        if state.paused and not task.paused:
+            self._engine.pause(task)
+            return
+        self._follow(task, state.next_due)
+
+    def _claimed(self, task: TaskEntry, job_id: str, slot: Moment, result: ClaimResult) -> None:
+        engine = self._engine
+        self._pending.discard(task.id)
+        self._due[task.id] = result.state.next_due
+        outcome = result.outcome
+        if task.removed:
+            return
+        if outcome is Outcome.GONE:
+            engine.remove(task)
+            return
+        if outcome is Outcome.PAUSED:
+            if not task.paused:
+                engine.pause(task)
+            return
+        now = engine.now()
+        if outcome is Outcome.RUN:
+            engine.run_claimed(task, job_id, slot, now)
+        elif outcome is Outcome.MISSED:
+            engine.record_missed(task, slot, now)
+        if task.one_shot and outcome is not Outcome.RUN and not task.jobs and not task.retries:
+            engine.remove(task)  # its one run was another process's
+            return
+        if task.due is None or task.due_is_slot:
+            self._follow(task, result.state.next_due)
+
+    def _polled(self, states: dict[str, TaskState]) -> None:
+        """Apply what other processes changed: removals, pauses, resumes, due times."""
+        engine = self._engine
+        for task in list(engine.registry.tasks.values()):
+            if task.id in self._pending or task.id not in self._due:
+                continue  # not adopted yet, or its answer is on the way
+            state = states.get(task.id)
+            if state is None:
+                engine.remove(task)
+                continue
+            if state.paused != task.paused:
+                if state.paused:
+                    engine.pause(task)
+                    continue
+                task.paused = False
+                task.snapshot = None
+                engine.emit_task(Event.TASK_RESUMED, task)
+                self._due[task.id] = state.next_due
+                self._follow(task, state.next_due)
+            elif state.next_due != self._due[task.id] and (task.due is None or task.due_is_slot):
+                self._due[task.id] = state.next_due
+                self._follow(task, state.next_due)
+
+    def _follow(self, task: TaskEntry, due: int | None) -> None:
+        """Put ``task`` on the heap at the stored due time ``due`` (off it if None)."""
+        engine = self._engine
+        if task.removed or task.paused:
+            return
+        if due is None:
+            if task.due is not None:
+                engine.registry.unschedule(task)
+            return
+        now = engine.now()
+        engine.schedule_at(task, Moment.at_wall(wall_of(due), now))

@@ -1,0 +1,95 @@
+"""Several real processes sharing one SQLite store: each due run executed exactly once.
+
+Every process adds the same tasks with the same ids; each handler appends the
+wall time of its run to its task's file. The runs of one task must then fall
+on one cadence, one run per due time: the k-th run is ``k`` intervals after the
+first (give or take its own lateness), no ``k`` twice (a duplicate), none
+skipped (a miss), counted within the span all processes were running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "_shared_worker.py"
+PROCESSES = 4
+TASKS = 25
+INTERVAL = 0.3
+RUN_SECONDS = 6.0
+#: Seconds the processes get to import quiv and add their tasks before ``go``.
+START_UP = 4.0
+
+
+def _spawn(options: dict[str, object]) -> subprocess.Popen[str]:
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT / "tests"), environment.get("PYTHONPATH", "")]
+    )
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), json.dumps(options)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _runs(path: Path) -> list[tuple[float, int]]:
+    if not path.exists():
+        return []
+    pairs = (line.split() for line in path.read_text().splitlines())
+    return sorted((float(when), int(pid)) for when, pid in pairs)
+
+
+def _occurrences(times: list[float], interval: float) -> list[int]:
+    """The index of each run on its task's cadence, counted from the first run."""
+    first = times[0]
+    return [round((when - first) / interval) for when in times]
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "store"
+    directory.mkdir(mode=0o700)
+    return directory
+
+
+def test_four_processes_run_each_due_occurrence_exactly_once(store_dir: Path) -> None:
+    out = store_dir / "runs"
+    out.mkdir()
+    go = time.time() + START_UP
+    stop = go + RUN_SECONDS
+    options = {
+        "db": str(store_dir / "quiv.db"),
+        "out": str(out),
+        "tasks": TASKS,
+        "interval": INTERVAL,
+        "go": go,
+        "stop": stop,
+    }
+    processes = [_spawn(options) for _ in range(PROCESSES)]
+    errors = []
+    for process in processes:
+        _, stderr = process.communicate(timeout=START_UP + RUN_SECONDS + 30)
+        if process.returncode != 0:
+            errors.append(stderr)
+    assert errors == []
+    pids: set[int] = set()
+    for number in range(TASKS):
+        runs = _runs(out / f"task-{number}.txt")
+        # Only the span in which all four processes were surely running counts.
+        window = [(when, pid) for when, pid in runs if go + 0.5 <= when <= stop - 1.0]
+        assert len(window) >= (RUN_SECONDS - 1.5) / INTERVAL - 1, (number, len(window))
+        times = [when for when, _ in window]
+        indexes = _occurrences(times, INTERVAL)
+        assert indexes == list(range(len(indexes))), (number, times)  # no duplicate, no gap
+        pids.update(pid for _, pid in window)
+    assert len(pids) > 1  # the load spread over the processes
