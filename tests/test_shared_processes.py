@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -47,6 +51,11 @@ def _runs(path: Path) -> list[tuple[float, int]]:
         return []
     pairs = (line.split() for line in path.read_text().splitlines())
     return sorted((float(when), int(pid)) for when, pid in pairs)
+
+
+def _query(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with closing(sqlite3.connect(path)) as connection:
+        return connection.execute(sql).fetchall()
 
 
 def _occurrences(times: list[float], interval: float) -> list[int]:
@@ -93,3 +102,63 @@ def test_four_processes_run_each_due_occurrence_exactly_once(store_dir: Path) ->
         assert indexes == list(range(len(indexes))), (number, times)  # no duplicate, no gap
         pids.update(pid for _, pid in window)
     assert len(pids) > 1  # the load spread over the processes
+
+
+LEASE = 1.5
+RENEWAL = 0.5
+
+
+def test_a_killed_workers_job_is_recorded_abandoned_and_retried_on_a_survivor(
+    store_dir: Path,
+) -> None:
+    out = store_dir / "runs"
+    out.mkdir()
+    go = time.time() + START_UP
+    options = {
+        "db": str(store_dir / "quiv.db"),
+        "out": str(out),
+        "tasks": 1,
+        "interval": INTERVAL,
+        "go": go,
+        "stop": go + 60,
+        "long": 60,
+        "long_retries": 1,
+        "lease_seconds": LEASE,
+        "lease_renewal": RENEWAL,
+    }
+    processes = {process.pid: process for process in (_spawn(options) for _ in range(2))}
+    try:
+        deadline = go + 10
+        while not _runs(out / "long.txt"):
+            assert time.time() < deadline, "the long job never started"
+            time.sleep(0.02)
+        [(_, holder)] = _runs(out / "long.txt")
+        processes[holder].kill()  # SIGKILL: no clean-up of any kind
+        killed_at = time.time()
+        processes[holder].wait()
+        while len(_runs(out / "long.txt")) < 2:
+            assert time.time() < killed_at + LEASE + 5, "the job was not retried"
+            time.sleep(0.02)
+        [survivor] = [pid for _, pid in _runs(out / "long.txt") if pid != holder]
+        jobs = "SELECT attempt, status, error_message, ended_at, worker FROM quiv_jobs "
+        jobs += "WHERE task_id = 'long' ORDER BY attempt"
+        rows = _query(store_dir / "quiv.db", jobs)
+        while [row[:2] for row in rows] != [(1, "failed"), (2, "running")]:
+            assert time.time() < killed_at + LEASE + 5, rows  # the survivor writes behind
+            time.sleep(0.02)
+            rows = _query(store_dir / "quiv.db", jobs)
+        [(_, status, message, ended_at, _), (_, retry_status, _, _, retry_worker)] = rows
+        assert status == "failed"
+        assert message == f"abandoned: worker {socket.gethostname()}/{holder} stopped"
+        assert isinstance(ended_at, str)
+        recorded = datetime.fromisoformat(ended_at).timestamp()
+        assert recorded - killed_at <= LEASE + 1.0
+        assert (retry_status, retry_worker) == ("running", f"{socket.gethostname()}/{survivor}")
+        # The schedule goes on in the survivor.
+        time.sleep(3 * INTERVAL)
+        after = [pid for when, pid in _runs(out / "task-0.txt") if when > killed_at]
+        assert after and set(after) == {survivor}
+    finally:
+        for process in processes.values():
+            process.kill()
+            process.communicate()

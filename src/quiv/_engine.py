@@ -642,6 +642,20 @@ class Engine:
         if self.running:
             self._start_ready(now)
 
+    def retry_abandoned(
+        self, task: TaskEntry, job_id: str, attempt: int, retry_of: str | None
+    ) -> None:
+        """Retry a job another process abandoned (its lease ran out) in this one."""
+        if not self.running or task.removed:
+            return
+        now = self.now()
+        failed = JobEntry(job_id, task, 0, now.mono, now, False, now.wall)
+        failed.attempt, failed.retry_of = attempt, retry_of
+        self._schedule_retry(failed, now)
+        self.emit_job(Event.JOB_RETRYING, failed)
+        if self.registry.ready:
+            self._start_ready(now)
+
     def record_missed(self, task: TaskEntry, slot: Moment, now: Moment) -> None:
         self._record_missed(task, slot, now)
 
@@ -880,7 +894,8 @@ class Engine:
                 self._finish_job(job, JobStatus.MISSED, None, start_next=False)
                 continue
             registry.start_job(job, now)
-            job.worker = worker_name()
+            if self.shared is not None:  # the private store has one process: no name needed
+                job.worker = worker_name()
             self.lags.append(now.mono - job.due)
             if job.number <= self._queued_through:
                 self._late.record(job, now.mono - job.due, now.mono)
@@ -1002,9 +1017,12 @@ class Engine:
         post = self.dispatcher.post
         snapshot: tuple[Any, Any] | None = None
 
+        keep = self.shared is not None  # a durable store shows it to every process
+
         def progress_hook(*args: Any, **payload: Any) -> None:
             nonlocal snapshot
-            job.progress = payload
+            if keep:
+                job.progress = payload
             if callback is not None:
                 # Positional arguments are passed on too, as quiv 0.x did.
                 post(Delivery(callback, args, payload))

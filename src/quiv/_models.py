@@ -125,9 +125,12 @@ class Job(BaseModel):
     ``error_message``; one that ran past its task's ``timeout`` is failed with
     ``error_type`` ``"TimeoutError"``. ``attempt`` counts the runs of one due
     time (1, then 2 for the first retry, ...); a retry's ``retry_of`` is the id
-    of the first attempt. ``worker`` is the process that ran it (``host/pid``;
-    ``None`` if it never started) and ``progress`` the latest payload its
-    handler reported through ``_progress_hook``.
+    of the first attempt. With a durable store, ``worker`` is the process that
+    ran it (``host/pid``; ``None`` if it never started, and always ``None``
+    with the private store, where every job runs in this process).
+    ``progress`` is, with a durable store too, the latest payload its handler
+    reported through ``_progress_hook`` (progress callbacks run in the process
+    that runs the job; this lets any other process show it).
     """
 
     model_config = ConfigDict(frozen=True)

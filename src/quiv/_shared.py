@@ -25,6 +25,7 @@ from ._models import Event, JobStatus
 from ._registry import TaskEntry
 from ._stores._requests import Adoption, Claim, ClaimResult, Outcome, Replan, TaskState
 from ._stores._sqlite import SQLiteStore
+from ._stores._sqlite_leases import Abandoned
 from ._triggers import Every, Moment
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class SharedSchedule:
         self._due: dict[str, int | None] = {}
         self._pending: set[str] = set()  # an adoption or a claim is in flight
         store.polled = self._polled
+        store.abandoned = self._abandoned
 
     # -- from the engine ------------------------------------------------------
 
@@ -179,6 +181,20 @@ class SharedSchedule:
             return
         if task.due is None or task.due_is_slot:
             self._follow(task, result.state.next_due)
+
+    def _abandoned(self, jobs: list[Abandoned]) -> None:
+        """From the lease thread: jobs whose worker stopped; retried here, on the loop."""
+        self._engine.inbox.submit(functools.partial(self._retry_abandoned, jobs))
+
+    def _retry_abandoned(self, jobs: list[Abandoned]) -> None:
+        engine = self._engine
+        for job in jobs:
+            task = engine.registry.tasks.get(job.task_id)
+            mine = engine.registry.jobs.get(job.job_id)
+            if task is None or (mine is not None and not mine.status.is_final):
+                continue  # not a task of ours, or our own job still runs: never twice
+            if job.attempt <= task.job_policy.max_retries:
+                engine.retry_abandoned(task, job.job_id, job.attempt, job.retry_of)
 
     def _polled(self, states: dict[str, TaskState]) -> None:
         """Apply what other processes changed: removals, pauses, resumes, due times."""

@@ -17,6 +17,7 @@ relies on POSIX file locks: use it on a local disk, not over NFS.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -46,6 +47,7 @@ from ._sqlite_claims import (
     task_row,
     task_update_sql,
 )
+from ._sqlite_leases import Abandoned, LeaseKeeper
 from ._sqlite_schema import JOB_EXTRA, SCHEMA, SCHEMA_VERSION
 
 __all__ = ["SQLiteStore"]
@@ -119,6 +121,9 @@ class SQLiteStore:
         self.committed: Callable[[list[Any]], None] | None = None
         #: Called on the loop with every task's stored state, each poll.
         self.polled: Callable[[dict[str, TaskState]], None] | None = None
+        #: Called from the lease thread with jobs it recorded abandoned.
+        self.abandoned: Callable[[list[Abandoned]], None] | None = None
+        self._leases: LeaseKeeper | None = None
 
     @property
     def path(self) -> Path | None:
@@ -159,6 +164,22 @@ class SQLiteStore:
             connection.close()
             raise
         self._connection = connection
+        options = self._options
+        leases = LeaseKeeper(
+            path,
+            self._worker,
+            options.lease_seconds,
+            options.lease_renewal,
+            BUSY_TIMEOUT_SECONDS,
+            self._logger,
+        )
+        leases.abandoned = self._tell_abandoned
+        leases.start()
+        self._leases = leases
+
+    def _tell_abandoned(self, jobs: list[Abandoned]) -> None:
+        if self.abandoned is not None:
+            self.abandoned(jobs)
 
     def _check_schema(self, connection: sqlite3.Connection) -> None:
         connection.execute("BEGIN IMMEDIATE")
@@ -285,7 +306,7 @@ class SQLiteStore:
         adopt_rows = [(request, task_row(request.task)) for request in adoptions]
         task_rows = [saved_task_row(entry) for entry in tasks.values() if entry is not None]
         deleted = [(task_id,) for task_id, entry in tasks.items() if entry is None]
-        job_rows = [(*job.to_row(), *_job_extra(job), lease_us) for job in jobs.values()]
+        job_rows = [(*job.to_row(), *_job_extra(job, worker), lease_us) for job in jobs.values()]
         try:
             answers = await anyio.to_thread.run_sync(
                 self._transaction,
@@ -387,6 +408,9 @@ class SQLiteStore:
         return adopted, results, states
 
     def _dispose(self) -> None:
+        if self._leases is not None:
+            self._leases.stop()
+            self._leases = None
         with self._lock:
             if self._connection is not None:
                 self._connection.close()
@@ -450,9 +474,11 @@ class SQLiteStore:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _job_extra(job: Any) -> tuple[Any, ...]:
-    """The durable job columns beyond the private store's: worker and progress (JSON)."""
-    import json
+def _job_extra(job: Any, holder: str) -> tuple[Any, ...]:
+    """The durable job columns beyond the private store's: worker and progress (JSON).
 
+    A live job not started yet is held (its lease renewed) by this process, ``holder``.
+    """
     progress = job.progress
-    return job.worker, None if progress is None else json.dumps(progress, default=repr)
+    worker = job.worker or (None if job.status.is_final else holder)
+    return worker, None if progress is None else json.dumps(progress, default=repr)

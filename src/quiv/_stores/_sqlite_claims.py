@@ -56,7 +56,8 @@ _JOB_UPSERT_SQL = (
     f"INSERT INTO quiv_jobs ({', '.join(_JOB_WRITTEN)}) "
     f"VALUES ({', '.join('?' for _ in _JOB_WRITTEN)}) "
     "ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{name} = excluded.{name}" for name in (*JOB_COLUMNS, *JOB_EXTRA) if name != "id")
+    + ", ".join(f"{name} = excluded.{name}" for name in (*JOB_COLUMNS, "progress") if name != "id")
+    + ", worker = COALESCE(excluded.worker, quiv_jobs.worker)"
     + ", lease_until = CASE WHEN excluded.ended_at IS NULL THEN quiv_jobs.lease_until END"
     + f" WHERE quiv_jobs.generation = {FIRST_GENERATION}"
 )

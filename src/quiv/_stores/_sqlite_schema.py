@@ -65,4 +65,5 @@ SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS quiv_jobs_live ON quiv_jobs (task_id, status, lease_until)",
     "CREATE INDEX IF NOT EXISTS quiv_jobs_ended ON quiv_jobs (ended_at)",
+    "CREATE INDEX IF NOT EXISTS quiv_jobs_leases ON quiv_jobs (status, lease_until)",
 )
