@@ -249,3 +249,33 @@ async def test_jobs_of_every_scheduler_are_read_from_either(url: str) -> None:
         assert job.status is JobStatus.COMPLETED
         assert job.worker is not None and job.worker.endswith(f"/{os.getpid()}")
         assert await other.get_job(job.id) == job
+
+
+async def reporting(_progress_hook: Any, _stop_event: Any) -> None:
+    """Reports progress, then waits to be told to stop."""
+    _progress_hook(step=1)
+    while not _stop_event.is_set():  # noqa: ASYNC110 - a threading.Event cannot be awaited
+        await anyio.sleep(0.01)
+    remember("stopped")
+
+
+async def test_a_task_added_in_one_scheduler_is_known_and_controlled_from_the_other(
+    url: str,
+) -> None:
+    runs.clear()
+    async with AsyncQuiv(store=url) as one, AsyncQuiv(store=url) as other:
+        await one.add_task("r", reporting, interval=LONG, task_id="r")
+        # The other learns of it within the poll period, and sees its job and progress.
+        with anyio.fail_after(DEADLINE):
+            while not (jobs := await other.get_all_jobs(status="running")):  # noqa: ASYNC110 - the database
+                await anyio.sleep(0.01)
+            while (await other.get_job(jobs[0].id)).progress != {"step": 1}:  # noqa: ASYNC110 - the database
+                await anyio.sleep(0.01)
+        assert (await other.get_task("r")).task_name == "r"
+        [job] = jobs
+        assert await other.cancel_job(job.id) is True  # runs in ``one``: asked through the store
+        await _wait_for_runs("stopped", 1)
+        with anyio.fail_after(DEADLINE):
+            while (await other.get_job(job.id)).status is not JobStatus.CANCELLED:  # noqa: ASYNC110 - the database
+                await anyio.sleep(0.01)
+        assert await other.cancel_job(job.id) is False

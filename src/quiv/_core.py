@@ -489,6 +489,8 @@ class AsyncQuiv:
         job = self._engine.registry.jobs.get(check_id(job_id, "job_id"))
         if not isinstance(force, bool):
             raise ConfigurationError(f"force must be True or False, got {force!r}")
+        if job is None and self._engine.shared is not None:
+            return self._decide_cancel_elsewhere(job_id, force)
         if job is None or job.status.is_final:
             return False, None
         # Its stop event is set before the call returns, wherever the call comes
@@ -499,6 +501,15 @@ class AsyncQuiv:
             self._engine.cancel(job, force)  # a no-op if the job ended meanwhile
 
         return True, effect
+
+    def _decide_cancel_elsewhere(self, job_id: str, force: bool) -> tuple[bool, _Effect | None]:
+        """``cancel_job`` of a job this process does not hold: another one may run it."""
+        shared = self._engine.shared
+        assert shared is not None
+        found = self._engine.job_model(job_id)
+        if found is None or found.status.is_final:
+            return False, None
+        return True, lambda: shared.request_cancel(job_id, force)
 
     def _decide_remove(self, task_id: str, deferred: bool) -> tuple[None, _Effect]:
         self._check_not_closed()

@@ -31,6 +31,7 @@ import heapq
 import logging
 import math
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -93,6 +94,8 @@ EVENTS_LOW = EVENTS_HIGH // 2
 #: The store's spans of end times are this fraction of the retention at most, so
 #: its rows are purged that much late at most (reads never show them).
 PURGE_GRANULARITY = 0.01
+#: With a durable store, a job's progress is stored at most this often (seconds).
+PROGRESS_SAVE_SECONDS = 0.1
 #: How many recent starts ``stats()`` computes start lag over.
 LAG_WINDOW = 1000
 
@@ -502,6 +505,8 @@ class Engine:
             else:
                 job.request_stop()
         self.store.delete_task(task.id)
+        if self.shared is not None:
+            self.shared.forget(task.id)
         self.emit_task(Event.TASK_REMOVED, task)
         waiters = self.task_waiters.pop(task.id, None)
         if waiters:
@@ -628,6 +633,13 @@ class Engine:
         job.slot = run[0]
         task.owed = run[1:]
         return True
+
+    def add_foreign(self, task: TaskEntry) -> None:
+        """Register a task another process added to the shared store (already stored)."""
+        self.registry.tasks[task.id] = task
+        if task.trigger.wall_clock:
+            self._wall_tasks += 1
+        self.emit_task(Event.TASK_ADDED, task)
 
     def schedule_at(self, task: TaskEntry, slot: Moment) -> None:
         """Put ``task`` on the heap for ``slot`` (plus jitter) and wake the loop for it."""
@@ -1018,11 +1030,16 @@ class Engine:
         snapshot: tuple[Any, Any] | None = None
 
         keep = self.shared is not None  # a durable store shows it to every process
+        saved = -math.inf
 
         def progress_hook(*args: Any, **payload: Any) -> None:
-            nonlocal snapshot
+            nonlocal snapshot, saved
             if keep:
                 job.progress = payload
+                moment = time.monotonic()
+                if moment - saved >= PROGRESS_SAVE_SECONDS:  # stored this often at most
+                    saved = moment
+                    self.inbox.submit(functools.partial(self.store.save_job, job))
             if callback is not None:
                 # Positional arguments are passed on too, as quiv 0.x did.
                 post(Delivery(callback, args, payload))

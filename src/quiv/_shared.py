@@ -18,12 +18,22 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ._foreign import foreign_task
 from ._ids import new_id
 from ._models import Event, JobStatus
 from ._registry import TaskEntry
-from ._stores._requests import Adoption, Claim, ClaimResult, Outcome, Replan, TaskState
+from ._stores._requests import (
+    Adoption,
+    Cancel,
+    Claim,
+    ClaimResult,
+    Outcome,
+    Poll,
+    Replan,
+    TaskState,
+)
 from ._stores._sqlite import SQLiteStore
 from ._stores._sqlite_leases import Abandoned
 from ._triggers import Every, Moment
@@ -83,8 +93,11 @@ class SharedSchedule:
         #: The stored next due time (µs) of every adopted task, as last seen.
         self._due: dict[str, int | None] = {}
         self._pending: set[str] = set()  # an adoption or a claim is in flight
+        self._unrunnable: set[str] = set()  # foreign tasks this process cannot import
+        self._removed: set[str] = set()  # removed here: not to be rebuilt from a stale poll
         store.polled = self._polled
         store.abandoned = self._abandoned
+        store.known = self._known
 
     # -- from the engine ------------------------------------------------------
 
@@ -196,9 +209,30 @@ class SharedSchedule:
             if job.attempt <= task.job_policy.max_retries:
                 engine.retry_abandoned(task, job.job_id, job.attempt, job.retry_of)
 
-    def _polled(self, states: dict[str, TaskState]) -> None:
-        """Apply what other processes changed: removals, pauses, resumes, due times."""
+    def forget(self, task_id: str) -> None:
+        """``task_id`` was removed here."""
+        self._due.pop(task_id, None)
+        self._removed.add(task_id)
+
+    def request_cancel(self, job_id: str, force: bool) -> None:
+        """Ask the process running ``job_id`` (another one) to stop it."""
+        self.store.cancel(Cancel(job_id, force))
+
+    def _known(self) -> frozenset[str]:
+        return frozenset(self._engine.registry.tasks.keys() | self._removed | self._pending)
+
+    def _polled(self, poll: Poll) -> None:
+        """Apply what other processes changed: tasks, pauses, resumes, due times, cancels."""
         engine = self._engine
+        states = poll.states
+        self._removed &= states.keys()  # gone from the store too: nothing left to guard
+        for row in poll.foreign:
+            if row is not None and row[0] not in self._removed:
+                self._adopt_foreign(row, states[row[0]])
+        for job_id, force in poll.cancels:
+            job = engine.registry.jobs.get(job_id)
+            if job is not None:
+                engine.cancel(job, force)
         for task in list(engine.registry.tasks.values()):
             if task.id in self._pending or task.id not in self._due:
                 continue  # not adopted yet, or its answer is on the way
@@ -218,6 +252,24 @@ class SharedSchedule:
             elif state.next_due != self._due[task.id] and (task.due is None or task.due_is_slot):
                 self._due[task.id] = state.next_due
                 self._follow(task, state.next_due)
+
+    def _adopt_foreign(self, row: tuple[Any, ...], state: TaskState) -> None:
+        """Take on a task another process added, with the run state the store holds."""
+        engine = self._engine
+        try:
+            task = foreign_task(row, engine.config.tz, engine.clock.now(), self.store.allow_pickle)
+        except Exception as exc:
+            if row[0] not in self._unrunnable:
+                self._unrunnable.add(row[0])
+                engine.logger.warning(
+                    "quiv cannot run task %r, added by another process: %s", row[0], exc
+                )
+            return
+        self.store.mark_adopted(task.id)
+        self._due[task.id] = state.next_due
+        task.paused = state.paused
+        engine.add_foreign(task)
+        self._follow(task, state.next_due)
 
     def _follow(self, task: TaskEntry, due: int | None) -> None:
         """Put ``task`` on the heap at the stored due time ``due`` (off it if None)."""

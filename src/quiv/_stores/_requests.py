@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Adoption", "Claim", "ClaimResult", "Outcome", "Replan", "TaskState"]
+__all__ = ["Adoption", "Cancel", "Claim", "ClaimResult", "Outcome", "Poll", "Replan", "TaskState"]
 
 
 class Outcome(enum.Enum):
@@ -62,6 +62,29 @@ class Claim:
     #: The next due time once this one is held, from the due time and now (µs).
     next_due: Callable[[int, int], int | None]
     done: Callable[[ClaimResult], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Ask whichever process runs ``job_id`` to stop it (``force``: at once)."""
+
+    job_id: str
+    force: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """What other processes changed, read every poll period.
+
+    ``states``: every stored task's run state; ``foreign``: the rows (``id,
+    task_name, handler, serializer, args, kwargs, definition``) of tasks this
+    process does not know; ``cancels``: ``(job id, force)`` of this process's
+    jobs that another process asked to stop.
+    """
+
+    states: dict[str, TaskState]
+    foreign: list[tuple[Any, ...]]
+    cancels: list[tuple[str, bool]]
 
 
 @dataclass(slots=True)

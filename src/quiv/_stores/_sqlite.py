@@ -36,12 +36,13 @@ from quiv._registry import JOB_COLUMNS
 
 from ._interface import Row
 from ._options import StoreOptions
-from ._requests import Adoption, Claim, ClaimResult, Replan, TaskState
+from ._requests import Adoption, Cancel, Claim, ClaimResult, Poll, Replan, TaskState
 from ._sqlite_claims import (
     adopt,
+    cancel,
     claim,
     job_upsert_sql,
-    read_states,
+    read_poll,
     replan,
     saved_task_row,
     task_row,
@@ -96,6 +97,8 @@ class SQLiteStore:
     def __init__(self, options: StoreOptions, logger: AnyLogger, worker: Callable[[], str]) -> None:
         assert options.path is not None
         self._options = options
+        #: Whether stored pickles may be loaded here (``serializer="pickle"``).
+        self.allow_pickle = options.serializer == "pickle"
         self._path = options.path
         self._logger = logger
         self._worker = worker
@@ -119,8 +122,11 @@ class SQLiteStore:
         self.failed_batches = 0
         self.snapshot: Callable[[], tuple[Iterable[Row], Iterable[Row]]] | None = None
         self.committed: Callable[[list[Any]], None] | None = None
-        #: Called on the loop with every task's stored state, each poll.
-        self.polled: Callable[[dict[str, TaskState]], None] | None = None
+        #: Called on the loop with what other processes changed, each poll.
+        self.polled: Callable[[Poll], None] | None = None
+        #: The ids of the tasks this process knows (read on the loop, each poll).
+        self.known: Callable[[], frozenset[str]] = frozenset
+        self._cancels: list[Cancel] = []
         #: Called from the lease thread with jobs it recorded abandoned.
         self.abandoned: Callable[[list[Abandoned]], None] | None = None
         self._leases: LeaseKeeper | None = None
@@ -242,9 +248,18 @@ class SQLiteStore:
             self._adoptions.append(request)
             self._wake()
 
+    def mark_adopted(self, task_id: str) -> None:
+        """``task_id`` is stored already (another process added it): save its changes."""
+        self._adopted.add(task_id)
+
     def claim(self, request: Claim) -> None:
         if not self._closed:
             self._claims.append(request)
+            self._wake()
+
+    def cancel(self, request: Cancel) -> None:
+        if not self._closed:
+            self._cancels.append(request)
             self._wake()
 
     def replan(self, request: Replan) -> None:
@@ -268,7 +283,8 @@ class SQLiteStore:
         assert self._kick is not None, "start() first"
         try:
             while True:
-                urgent = self._adoptions or self._claims or self._replans or self._flushes
+                urgent = any((self._adoptions, self._claims, self._replans, self._cancels))
+                urgent = urgent or bool(self._flushes)
                 if not urgent and not self._closed:
                     wait = max(0.0, self._next_poll - time.monotonic())
                     with anyio.move_on_after(wait):
@@ -294,11 +310,13 @@ class SQLiteStore:
         adoptions, self._adoptions = self._adoptions, []
         claims, self._claims = self._claims, []
         replans, self._replans = self._replans, []
+        cancels, self._cancels = self._cancels, []
         tasks, self._tasks = self._tasks, {}
         jobs, self._jobs = self._jobs, {}
         purge, self._purge_before = self._purge_before, None
         flushes, self._flushes = self._flushes, []
         poll = self.polled is not None and time.monotonic() >= self._next_poll
+        known = self.known() if poll else frozenset()
         # Rows are rendered here, on the loop, from each entry as it is now.
         worker = self._worker()
         now_us = int(time.time() * 1_000_000)
@@ -313,11 +331,12 @@ class SQLiteStore:
                 adopt_rows,
                 claims,
                 replans,
+                cancels,
                 task_rows,
                 deleted,
                 job_rows,
                 purge,
-                poll,
+                known if poll else None,
                 worker,
                 now_us,
                 lease_us,
@@ -337,6 +356,7 @@ class SQLiteStore:
             self._adoptions[:0] = adoptions
             self._claims[:0] = claims
             self._replans[:0] = replans
+            self._cancels[:0] = cancels
             self._tasks = {**tasks, **self._tasks}
             self._jobs = {**jobs, **self._jobs}
             if self._purge_before is None:
@@ -349,7 +369,7 @@ class SQLiteStore:
         if self.failing:
             self._logger.warning("quiv reaches its database %s again", self._path)
         self.failing = False
-        adopted_states, claim_results, states = answers
+        adopted_states, claim_results, polled = answers
         for request, state in zip(adoptions, adopted_states, strict=True):
             self._adopted.add(request.task.id)
             request.done(state)
@@ -357,10 +377,10 @@ class SQLiteStore:
             asked.done(result)
         if self.committed is not None:
             self.committed(list(jobs.values()))
-        if poll and states is not None:
+        if polled is not None:
             self._next_poll = time.monotonic() + POLL_SECONDS
             assert self.polled is not None
-            self.polled(states)
+            self.polled(polled)
         for event in flushes:
             event.set()
         return True
@@ -370,15 +390,16 @@ class SQLiteStore:
         adoptions: list[tuple[Adoption, tuple[Any, ...]]],
         claims: list[Claim],
         replans: list[Replan],
+        cancels: list[Cancel],
         task_rows: list[tuple[Any, ...]],
         deleted: list[tuple[str]],
         job_rows: list[tuple[Any, ...]],
         purge: datetime | None,
-        poll: bool,
+        known: frozenset[str] | None,
         worker: str,
         now_us: int,
         lease_us: int,
-    ) -> tuple[list[TaskState], list[ClaimResult], dict[str, TaskState] | None]:
+    ) -> tuple[list[TaskState], list[ClaimResult], Poll | None]:
         connection = self._connection
         if connection is None:
             raise DatabaseInitializationError("the database is not open")
@@ -391,6 +412,8 @@ class SQLiteStore:
                 results = [claim(connection, ask, worker, now_us, lease_us) for ask in claims]
                 for request in replans:
                     replan(connection, request)
+                for wish in cancels:
+                    cancel(connection, wish)
                 if deleted:
                     connection.executemany("DELETE FROM quiv_tasks WHERE id = ?", deleted)
                     connection.executemany("DELETE FROM quiv_claims WHERE task_id = ?", deleted)
@@ -400,12 +423,12 @@ class SQLiteStore:
                     connection.execute(
                         "DELETE FROM quiv_jobs WHERE ended_at < ?", (purge.isoformat(" "),)
                     )
-                states = read_states(connection) if poll else None
+                polled = None if known is None else read_poll(connection, known, worker)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-        return adopted, results, states
+        return adopted, results, polled
 
     def _dispose(self) -> None:
         if self._leases is not None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from quiv._registry import JOB_COLUMNS
 
-from ._requests import Claim, ClaimResult, Outcome, Replan, TaskState
+from ._requests import Cancel, Claim, ClaimResult, Outcome, Poll, Replan, TaskState
 from ._sqlite_schema import JOB_EXTRA, TASK_STORED
 
 __all__ = [
@@ -28,7 +28,8 @@ __all__ = [
     "adopt",
     "claim",
     "job_upsert_sql",
-    "read_states",
+    "cancel",
+    "read_poll",
     "replan",
     "saved_task_row",
     "task_row",
@@ -67,6 +68,10 @@ _CLAIM_JOB_SQL = (
 )
 
 
+#: Task fields kept elsewhere (arguments) or that are run state, not definition.
+_NOT_DEFINITION = {"args", "kwargs", "status", "next_run_at"}
+
+
 def task_row(task: Any) -> tuple[Any, ...]:
     """A task's stored definition, in ``TASK_STORED`` order (rendered on the loop)."""
     carried = task.portable
@@ -77,7 +82,7 @@ def task_row(task: Any) -> tuple[Any, ...]:
         carried.serializer,
         carried.args,
         carried.kwargs,
-        task.to_model().model_dump_json(),
+        task.to_model().model_dump_json(exclude=_NOT_DEFINITION),
         int(task.trigger.repeats and not task.run_once),
         task.policy.max_instances,
         task.job_policy.max_retries,
@@ -186,11 +191,36 @@ def replan(connection: sqlite3.Connection, request: Replan) -> None:
         )
 
 
-def read_states(connection: sqlite3.Connection) -> dict[str, TaskState]:
-    """Every stored task's run state, by id."""
-    return {
+def cancel(connection: sqlite3.Connection, request: Cancel) -> None:
+    connection.execute(
+        "UPDATE quiv_jobs SET cancel = MAX(cancel, ?) WHERE id = ? "
+        "AND status IN ('scheduled', 'running')",
+        (2 if request.force else 1, request.job_id),
+    )
+
+
+def read_poll(connection: sqlite3.Connection, known: frozenset[str], worker: str) -> Poll:
+    """What other processes changed (see ``Poll``)."""
+    states = {
         task_id: TaskState(next_due, bool(paused))
         for task_id, next_due, paused in connection.execute(
             "SELECT id, next_due, paused FROM quiv_tasks"
         )
     }
+    foreign = [
+        connection.execute(
+            "SELECT id, task_name, handler, serializer, args, kwargs, definition "
+            "FROM quiv_tasks WHERE id = ?",
+            (task_id,),
+        ).fetchone()
+        for task_id in states.keys() - known
+    ]
+    cancels = [
+        (job_id, level == 2)
+        for job_id, level in connection.execute(
+            "SELECT id, cancel FROM quiv_jobs WHERE worker = ? AND cancel > 0 "
+            "AND status IN ('scheduled', 'running')",
+            (worker,),
+        )
+    ]
+    return Poll(states, foreign, cancels)

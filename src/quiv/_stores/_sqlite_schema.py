@@ -61,7 +61,8 @@ SCHEMA = (
         worker TEXT,
         progress TEXT,
         lease_until INTEGER,
-        generation INTEGER NOT NULL DEFAULT 1
+        generation INTEGER NOT NULL DEFAULT 1,
+        cancel INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS quiv_jobs_live ON quiv_jobs (task_id, status, lease_until)",
     "CREATE INDEX IF NOT EXISTS quiv_jobs_ended ON quiv_jobs (ended_at)",
