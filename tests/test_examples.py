@@ -527,6 +527,7 @@ async def test_cron_examples_build_the_tasks_the_docs_describe() -> None:
 # -- several_processes.py ------------------------------------------------------------
 
 HEARTBEAT = 0.5
+SEVERAL = "several_processes.py"
 
 
 def _free_port() -> int:
@@ -551,7 +552,8 @@ def test_several_processes_runs_each_heartbeat_once_under_uvicorn_workers(
         PYTHONPATH=os.pathsep.join([str(ROOT / "src"), environment.get("PYTHONPATH", "")]),
     )
     port = _free_port()
-    command = [sys.executable, "-m", "uvicorn", "examples.several_processes:app"]
+    module = f"examples.{SEVERAL.removesuffix('.py')}:app"
+    command = [sys.executable, "-m", "uvicorn", module]
     command += ["--workers", "3", "--port", str(port), "--log-level", "warning"]
     server = subprocess.Popen(
         command,
