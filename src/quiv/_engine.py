@@ -51,7 +51,7 @@ from ._jobpolicy import retry_delay
 from ._models import Event, Job, JobStatus
 from ._registry import JobEntry, Registry, TaskEntry, job_from_row, missed_reason
 from ._shared import SharedSchedule
-from ._stores import SQLiteStore, StoreOptions, open_store, worker_name
+from ._stores import DurableStore, StoreOptions, open_store, worker_name
 from ._triggers import Moment, jitter_delay, settle_overdue
 from ._types import Listener
 from ._workers import Workers
@@ -205,7 +205,7 @@ class Engine:
         self.store = open_store(store_options or StoreOptions(), logger)
         #: With a durable store: the schedule shared with other processes (else None).
         self.shared = (
-            SharedSchedule(self, self.store) if isinstance(self.store, SQLiteStore) else None
+            SharedSchedule(self, self.store) if isinstance(self.store, DurableStore) else None
         )
         self.store.snapshot = lambda: (self.registry.tasks.values(), self.registry.jobs.values())
         self.store.committed = self._rows_committed

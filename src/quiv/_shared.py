@@ -24,7 +24,9 @@ from ._foreign import foreign_task
 from ._ids import new_id
 from ._models import Event, JobStatus
 from ._registry import TaskEntry
+from ._stores._durable import DurableStore
 from ._stores._requests import (
+    Abandoned,
     Adoption,
     Cancel,
     Claim,
@@ -34,8 +36,6 @@ from ._stores._requests import (
     Replan,
     TaskState,
 )
-from ._stores._sqlite import SQLiteStore
-from ._stores._sqlite_leases import Abandoned
 from ._triggers import Every, Moment
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def next_due(task: TaskEntry, due: int, now: int) -> int | None:
 class SharedSchedule:
     """Adoption, claims and the periodic look at other processes' changes."""
 
-    def __init__(self, engine: Engine, store: SQLiteStore) -> None:
+    def __init__(self, engine: Engine, store: DurableStore) -> None:
         self._engine = engine
         self.store = store
         #: The stored next due time (µs) of every adopted task, as last seen.

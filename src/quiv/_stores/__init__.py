@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ._durable import DurableStore
 from ._interface import Row, SharedStore, StoreBackend
 from ._options import StoreOptions, store_options
 from ._sqlite import SQLiteStore
@@ -18,6 +19,7 @@ from ._temporary import TemporaryStore, temporary_store
 from ._worker import worker_name
 
 __all__ = [
+    "DurableStore",
     "Row",
     "SQLiteStore",
     "SharedStore",

@@ -12,7 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Adoption", "Cancel", "Claim", "ClaimResult", "Outcome", "Poll", "Replan", "TaskState"]
+__all__ = [
+    "Abandoned",
+    "Adoption",
+    "Cancel",
+    "Claim",
+    "ClaimResult",
+    "Outcome",
+    "Poll",
+    "Replan",
+    "TaskState",
+]
 
 
 class Outcome(enum.Enum):
@@ -95,3 +105,14 @@ class Replan:
     next_due: int | None
     paused: bool | None = None  # None: leave it
     only_if_unplanned: bool = False  # only where no next due time is stored
+
+
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """A job whose worker stopped: recorded failed, perhaps to be retried."""
+
+    job_id: str
+    task_id: str
+    attempt: int
+    retry_of: str | None
+    worker: str | None

@@ -17,14 +17,11 @@ relies on POSIX file locks: use it on a local disk, not over NFS.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sqlite3
 import stat
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,9 +31,8 @@ import anyio
 from quiv._exceptions import DatabaseInitializationError
 from quiv._registry import JOB_COLUMNS
 
-from ._interface import Row
+from ._durable import Answers, AnyLogger, Batch, DurableStore
 from ._options import StoreOptions
-from ._requests import Adoption, Cancel, Claim, ClaimResult, Poll, Replan, TaskState
 from ._sqlite_claims import (
     adopt,
     cancel,
@@ -44,28 +40,18 @@ from ._sqlite_claims import (
     job_upsert_sql,
     read_poll,
     replan,
-    saved_task_row,
-    task_row,
     task_update_sql,
 )
-from ._sqlite_leases import Abandoned, LeaseKeeper
+from ._sqlite_leases import LeaseKeeper
 from ._sqlite_schema import JOB_EXTRA, SCHEMA, SCHEMA_VERSION
 
 __all__ = ["SQLiteStore"]
 
-#: Seconds between looks at what other processes changed (the one polling path).
-POLL_SECONDS = 0.5
-#: Seconds changes gather before a round that has nothing more urgent to do.
-WRITE_DELAY = 0.005
 #: Seconds a transaction waits for another process's write lock before failing.
 BUSY_TIMEOUT_SECONDS = 5.0
-RETRY_FIRST_SECONDS = 0.25
-RETRY_MAX_SECONDS = 10.0
 
 _SELECT_JOBS = f"SELECT {', '.join((*JOB_COLUMNS, *JOB_EXTRA))} FROM quiv_jobs"
 _IN_WINDOW = "(ended_at IS NULL OR ended_at >= ?)"
-
-AnyLogger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 def check_location(path: Path) -> None:
@@ -91,44 +77,17 @@ def check_location(path: Path) -> None:
             )
 
 
-class SQLiteStore:
+class SQLiteStore(DurableStore):
     """Durable, shared schedule and history in one SQLite file."""
 
     def __init__(self, options: StoreOptions, logger: AnyLogger, worker: Callable[[], str]) -> None:
+        super().__init__(options, logger, worker)
         assert options.path is not None
-        self._options = options
-        #: Whether stored pickles may be loaded here (``serializer="pickle"``).
-        self.allow_pickle = options.serializer == "pickle"
         self._path = options.path
-        self._logger = logger
-        self._worker = worker
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one statement stream on the connection at a time
-        self._tasks: dict[str, Row | None] = {}
-        self._jobs: dict[str, Row] = {}
-        self._adoptions: list[Adoption] = []
-        self._claims: list[Claim] = []
-        self._replans: list[Replan] = []
-        self._purge_before: datetime | None = None
-        self._flushes: list[anyio.Event] = []
-        self._adopted: set[str] = set()
-        self._kick: anyio.Event | None = None
-        self._closed = False
-        self._next_poll = 0.0
-        self._retry = RETRY_FIRST_SECONDS
         self._readers = threading.local()
         self._reader_list: list[sqlite3.Connection] = []
-        self.failing = False
-        self.failed_batches = 0
-        self.snapshot: Callable[[], tuple[Iterable[Row], Iterable[Row]]] | None = None
-        self.committed: Callable[[list[Any]], None] | None = None
-        #: Called on the loop with what other processes changed, each poll.
-        self.polled: Callable[[Poll], None] | None = None
-        #: The ids of the tasks this process knows (read on the loop, each poll).
-        self.known: Callable[[], frozenset[str]] = frozenset
-        self._cancels: list[Cancel] = []
-        #: Called from the lease thread with jobs it recorded abandoned.
-        self.abandoned: Callable[[list[Abandoned]], None] | None = None
         self._leases: LeaseKeeper | None = None
 
     @property
@@ -136,8 +95,8 @@ class SQLiteStore:
         return self._path
 
     @property
-    def backlog(self) -> int:
-        return len(self._tasks) + len(self._jobs)
+    def where(self) -> str:
+        return str(self._path)
 
     # -- opening -------------------------------------------------------------
 
@@ -183,10 +142,6 @@ class SQLiteStore:
         leases.start()
         self._leases = leases
 
-    def _tell_abandoned(self, jobs: list[Abandoned]) -> None:
-        if self.abandoned is not None:
-            self.abandoned(jobs)
-
     def _check_schema(self, connection: sqlite3.Connection) -> None:
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -212,217 +167,35 @@ class SQLiteStore:
             connection.execute("ROLLBACK")
             raise
 
-    # -- producers: synchronous, on the loop ---------------------------------
+    async def _commit(self, batch: Batch) -> Answers:
+        return await anyio.to_thread.run_sync(self._transaction, batch)
 
-    def start(self) -> None:
-        self._kick = anyio.Event()
-        self._kick.set()
-
-    def _wake(self) -> None:
-        if self._kick is not None:
-            self._kick.set()
-
-    def save_task(self, task: Row) -> None:
-        if not self._closed and task.id in self._adopted:
-            self._tasks[task.id] = task
-            self._wake()
-
-    def delete_task(self, task_id: str) -> None:
-        if not self._closed:
-            self._adopted.discard(task_id)
-            self._tasks[task_id] = None
-            self._wake()
-
-    def save_job(self, job: Row) -> None:
-        if not self._closed:
-            self._jobs[job.id] = job
-            self._wake()
-
-    def purge_jobs(self, ended_before: datetime) -> None:
-        if not self._closed:
-            self._purge_before = ended_before
-            self._wake()
-
-    def adopt(self, request: Adoption) -> None:
-        if not self._closed:
-            self._adoptions.append(request)
-            self._wake()
-
-    def mark_adopted(self, task_id: str) -> None:
-        """``task_id`` is stored already (another process added it): save its changes."""
-        self._adopted.add(task_id)
-
-    def claim(self, request: Claim) -> None:
-        if not self._closed:
-            self._claims.append(request)
-            self._wake()
-
-    def cancel(self, request: Cancel) -> None:
-        if not self._closed:
-            self._cancels.append(request)
-            self._wake()
-
-    def replan(self, request: Replan) -> None:
-        if not self._closed:
-            self._replans.append(request)
-            self._wake()
-
-    async def flush(self) -> None:
-        done = anyio.Event()
-        self._flushes.append(done)
-        self._wake()
-        await done.wait()
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake()
-
-    # -- the background task -------------------------------------------------
-
-    async def run(self) -> None:
-        assert self._kick is not None, "start() first"
-        try:
-            while True:
-                urgent = any((self._adoptions, self._claims, self._replans, self._cancels))
-                urgent = urgent or bool(self._flushes)
-                if not urgent and not self._closed:
-                    wait = max(0.0, self._next_poll - time.monotonic())
-                    with anyio.move_on_after(wait):
-                        await self._kick.wait()
-                    if not (self._claims or self._adoptions or self._flushes or self._closed):
-                        await anyio.sleep(WRITE_DELAY)
-                self._kick = anyio.Event()
-                ok = await self._round()
-                if self._closed and not (self.backlog or self._claims or self._replans):
-                    return
-                if ok:
-                    self._retry = RETRY_FIRST_SECONDS
-                else:
-                    await anyio.sleep(self._retry)
-                    self._retry = min(self._retry * 2, RETRY_MAX_SECONDS)
-                    if self._closed:
-                        return  # the database refuses: what is noted is lost, said so
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._dispose)
-
-    async def _round(self) -> bool:
-        adoptions, self._adoptions = self._adoptions, []
-        claims, self._claims = self._claims, []
-        replans, self._replans = self._replans, []
-        cancels, self._cancels = self._cancels, []
-        tasks, self._tasks = self._tasks, {}
-        jobs, self._jobs = self._jobs, {}
-        purge, self._purge_before = self._purge_before, None
-        flushes, self._flushes = self._flushes, []
-        poll = self.polled is not None and time.monotonic() >= self._next_poll
-        known = self.known() if poll else frozenset()
-        # Rows are rendered here, on the loop, from each entry as it is now.
-        worker = self._worker()
-        now_us = int(time.time() * 1_000_000)
-        lease_us = now_us + int(self._options.lease_seconds * 1_000_000)
-        adopt_rows = [(request, task_row(request.task)) for request in adoptions]
-        task_rows = [saved_task_row(entry) for entry in tasks.values() if entry is not None]
-        deleted = [(task_id,) for task_id, entry in tasks.items() if entry is None]
-        job_rows = [(*job.to_row(), *_job_extra(job, worker), lease_us) for job in jobs.values()]
-        try:
-            answers = await anyio.to_thread.run_sync(
-                self._transaction,
-                adopt_rows,
-                claims,
-                replans,
-                cancels,
-                task_rows,
-                deleted,
-                job_rows,
-                purge,
-                known if poll else None,
-                worker,
-                now_us,
-                lease_us,
-            )
-        except Exception as exc:
-            self.failed_batches += 1
-            if not self.failing:
-                self._logger.warning(
-                    "quiv could not reach its database %s (%s: %s); scheduling goes on from "
-                    "memory, and claims and records are retried",
-                    self._path,
-                    type(exc).__name__,
-                    exc,
-                )
-            self.failing = True
-            # Put everything back, older first; a claim retried is decided afresh.
-            self._adoptions[:0] = adoptions
-            self._claims[:0] = claims
-            self._replans[:0] = replans
-            self._cancels[:0] = cancels
-            self._tasks = {**tasks, **self._tasks}
-            self._jobs = {**jobs, **self._jobs}
-            if self._purge_before is None:
-                self._purge_before = purge
-            for event in flushes:
-                event.set()
-            if self.committed is not None:
-                self.committed([])
-            return False
-        if self.failing:
-            self._logger.warning("quiv reaches its database %s again", self._path)
-        self.failing = False
-        adopted_states, claim_results, polled = answers
-        for request, state in zip(adoptions, adopted_states, strict=True):
-            self._adopted.add(request.task.id)
-            request.done(state)
-        for asked, result in zip(claims, claim_results, strict=True):
-            asked.done(result)
-        if self.committed is not None:
-            self.committed(list(jobs.values()))
-        if polled is not None:
-            self._next_poll = time.monotonic() + POLL_SECONDS
-            assert self.polled is not None
-            self.polled(polled)
-        for event in flushes:
-            event.set()
-        return True
-
-    def _transaction(
-        self,
-        adoptions: list[tuple[Adoption, tuple[Any, ...]]],
-        claims: list[Claim],
-        replans: list[Replan],
-        cancels: list[Cancel],
-        task_rows: list[tuple[Any, ...]],
-        deleted: list[tuple[str]],
-        job_rows: list[tuple[Any, ...]],
-        purge: datetime | None,
-        known: frozenset[str] | None,
-        worker: str,
-        now_us: int,
-        lease_us: int,
-    ) -> tuple[list[TaskState], list[ClaimResult], Poll | None]:
+    def _transaction(self, batch: Batch) -> Answers:
         connection = self._connection
         if connection is None:
             raise DatabaseInitializationError("the database is not open")
+        worker, now_us, lease_us = batch.worker, batch.now_us, batch.lease_us
         with self._lock:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                adopted = [adopt(connection, row, request.proposed) for request, row in adoptions]
-                if job_rows:  # before claims: a finished job frees its slot for them
-                    connection.executemany(job_upsert_sql(), job_rows)
-                results = [claim(connection, ask, worker, now_us, lease_us) for ask in claims]
-                for request in replans:
+                adopted = [adopt(connection, row, ask.proposed) for ask, row in batch.adoptions]
+                if batch.job_rows:  # before claims: a finished job frees its slot for them
+                    connection.executemany(job_upsert_sql(), batch.job_rows)
+                results = [claim(connection, ask, worker, now_us, lease_us) for ask in batch.claims]
+                for request in batch.replans:
                     replan(connection, request)
-                for wish in cancels:
+                for wish in batch.cancels:
                     cancel(connection, wish)
+                deleted = [(task_id,) for task_id in batch.deleted]
                 if deleted:
                     connection.executemany("DELETE FROM quiv_tasks WHERE id = ?", deleted)
                     connection.executemany("DELETE FROM quiv_claims WHERE task_id = ?", deleted)
-                if task_rows:
-                    connection.executemany(task_update_sql(), task_rows)
-                if purge is not None:
-                    connection.execute(
-                        "DELETE FROM quiv_jobs WHERE ended_at < ?", (purge.isoformat(" "),)
-                    )
+                if batch.task_rows:
+                    connection.executemany(task_update_sql(), batch.task_rows)
+                if batch.purge is not None:
+                    ended = batch.purge.isoformat(" ")
+                    connection.execute("DELETE FROM quiv_jobs WHERE ended_at < ?", (ended,))
+                known = batch.known
                 polled = None if known is None else read_poll(connection, known, worker)
                 connection.execute("COMMIT")
             except BaseException:
@@ -430,7 +203,10 @@ class SQLiteStore:
                 raise
         return adopted, results, polled
 
-    def _dispose(self) -> None:
+    async def _dispose(self) -> None:
+        await anyio.to_thread.run_sync(self._close)
+
+    def _close(self) -> None:
         if self._leases is not None:
             self._leases.stop()
             self._leases = None
@@ -495,13 +271,3 @@ class SQLiteStore:
         cursor = connection.execute(f"SELECT * FROM {name} ORDER BY rowid")
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-
-def _job_extra(job: Any, holder: str) -> tuple[Any, ...]:
-    """The durable job columns beyond the private store's: worker and progress (JSON).
-
-    A live job not started yet is held (its lease renewed) by this process, ``holder``.
-    """
-    progress = job.progress
-    worker = job.worker or (None if job.status.is_final else holder)
-    return worker, None if progress is None else json.dumps(progress, default=repr)

@@ -21,6 +21,7 @@ from typing import Any
 from quiv._registry import JOB_COLUMNS
 
 from ._requests import Cancel, Claim, ClaimResult, Outcome, Poll, Replan, TaskState
+from ._rows import unchanged, verdict
 from ._sqlite_schema import JOB_EXTRA, TASK_STORED
 
 __all__ = [
@@ -31,8 +32,6 @@ __all__ = [
     "cancel",
     "read_poll",
     "replan",
-    "saved_task_row",
-    "task_row",
     "task_update_sql",
 ]
 
@@ -66,33 +65,6 @@ _CLAIM_JOB_SQL = (
     f"INSERT INTO quiv_jobs ({', '.join((*JOB_COLUMNS, 'worker', 'lease_until', 'generation'))}) "
     f"VALUES ({', '.join('?' for _ in range(len(JOB_COLUMNS) + 3))})"
 )
-
-
-#: Task fields kept elsewhere (arguments) or that are run state, not definition.
-_NOT_DEFINITION = {"args", "kwargs", "status", "next_run_at"}
-
-
-def task_row(task: Any) -> tuple[Any, ...]:
-    """A task's stored definition, in ``TASK_STORED`` order (rendered on the loop)."""
-    carried = task.portable
-    return (
-        task.id,
-        task.name,
-        carried.handler,
-        carried.serializer,
-        carried.args,
-        carried.kwargs,
-        task.to_model().model_dump_json(exclude=_NOT_DEFINITION),
-        int(task.trigger.repeats and not task.run_once),
-        task.policy.max_instances,
-        task.job_policy.max_retries,
-    )
-
-
-def saved_task_row(task: Any) -> tuple[Any, ...]:
-    """The parameters of ``task_update_sql`` for ``task``: its definition, paused, id."""
-    row = task_row(task)
-    return (*row[1:], int(task.paused), row[0])
 
 
 def task_update_sql() -> str:
@@ -144,24 +116,15 @@ def claim(
 ) -> ClaimResult:
     """Hold the occurrence ``request`` names if nobody has, and say what to do with it."""
     state = _state(connection, request.task_id)
-    if state is None:
-        return ClaimResult(Outcome.GONE, TaskState(None, False))
-    if state.paused:
-        return ClaimResult(Outcome.PAUSED, state)
-    if state.next_due != request.due:
-        return ClaimResult(Outcome.LOST, state)
+    refused = unchanged(state, request)
+    if refused is not None:
+        return ClaimResult(refused, state or TaskState(None, False))
     following = request.next_due(request.due, now_us)
     connection.execute(
         "UPDATE quiv_tasks SET next_due = ? WHERE id = ?", (following, request.task_id)
     )
     state = TaskState(following, False)
-    grace = request.misfire_grace
-    if _live_jobs(connection, request.task_id, now_us) >= request.max_instances:
-        outcome = Outcome.SKIPPED
-    elif grace is not None and now_us - request.due > grace * 1_000_000:
-        outcome = Outcome.MISSED
-    else:
-        outcome = Outcome.RUN
+    outcome = verdict(request, _live_jobs(connection, request.task_id, now_us), now_us)
     inserted = connection.execute(
         "INSERT OR IGNORE INTO quiv_claims (task_id, due, job_id, outcome, worker) "
         "VALUES (?, ?, ?, ?, ?)",

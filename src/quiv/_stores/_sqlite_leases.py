@@ -19,28 +19,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Abandoned", "LeaseKeeper"]
+from ._requests import Abandoned
+
+__all__ = ["LeaseKeeper"]
 
 #: Seconds between looks for expired leases: a dead worker's job is recorded
 #: abandoned at most this long after its lease ran out.
 REAP_SECONDS = 0.5
 _LIVE = "status IN ('scheduled', 'running')"
-
-
-@dataclass(frozen=True, slots=True)
-class Abandoned:
-    """A job whose worker stopped: recorded failed, perhaps to be retried."""
-
-    job_id: str
-    task_id: str
-    attempt: int
-    retry_of: str | None
-    worker: str | None
 
 
 def _utc_text(seconds: float) -> str:
