@@ -39,7 +39,7 @@ def long_run(path: str, seconds: float) -> None:
 async def main(options: dict[str, Any]) -> None:
     out = Path(options["out"])
     scheduler = AsyncQuiv(
-        store=f"sqlite:///{options['db']}",
+        store=options["store"],
         pool_size=options.get("pool_size", 10),
         lease_seconds=options.get("lease_seconds", 30.0),
         lease_renewal=options.get("lease_renewal", 10.0),

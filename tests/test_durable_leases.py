@@ -9,16 +9,13 @@
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from contextlib import closing
-from pathlib import Path
 
 import anyio
-import pytest
 
+from _stores_support import query
 from quiv import AsyncQuiv, JobStatus
 
 DEADLINE = 15.0
@@ -40,19 +37,6 @@ def held(label: str) -> None:
     spans.append((label, started, time.monotonic()))
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    directory = tmp_path / "db"
-    directory.mkdir(mode=0o700)
-    return f"sqlite:///{directory / 'quiv.db'}"
-
-
-def _query(url: str, sql: str, *parameters: object) -> list[tuple[object, ...]]:
-    """Run one statement on the store's file in a connection of its own (closed after)."""
-    with closing(sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)) as db:
-        return db.execute(sql, parameters).fetchall()
-
-
 async def _until(condition: Callable[[], object], what: str) -> None:
     """Wait for ``condition`` (``what`` says which, in a failure) under the deadline."""
     with anyio.fail_after(DEADLINE):
@@ -60,9 +44,9 @@ async def _until(condition: Callable[[], object], what: str) -> None:
             await anyio.sleep(0.02)
 
 
-async def test_a_job_that_outlives_its_lease_length_is_renewed_and_runs_once(url: str) -> None:
+async def test_a_job_that_outlives_its_lease_length_is_renewed_and_runs_once(store: str) -> None:
     spans.clear()
-    options = {"store": url, "lease_seconds": 0.6, "lease_renewal": 0.2}
+    options = {"store": store, "lease_seconds": 0.6, "lease_renewal": 0.2}
     async with AsyncQuiv(**options) as one, AsyncQuiv(**options) as other:  # type: ignore[arg-type]
         for scheduler in (one, other):
             await scheduler.add_task(
@@ -76,9 +60,9 @@ async def test_a_job_that_outlives_its_lease_length_is_renewed_and_runs_once(url
     assert len(spans) == 1
 
 
-async def test_max_instances_holds_across_schedulers(url: str) -> None:
+async def test_max_instances_holds_across_schedulers(store: str) -> None:
     spans.clear()
-    async with AsyncQuiv(store=url) as one, AsyncQuiv(store=url) as other:
+    async with AsyncQuiv(store=store) as one, AsyncQuiv(store=store) as other:
         for scheduler in (one, other):
             await scheduler.add_task(
                 "busy", slow, interval=0.1, args=("busy", 0.35), task_id="busy", max_instances=1
@@ -89,15 +73,15 @@ async def test_max_instances_holds_across_schedulers(url: str) -> None:
         assert started >= ended - 0.05  # one at a time (clocks of one process)
 
 
-async def test_a_dead_workers_live_row_does_not_block_its_task(url: str) -> None:
+async def test_a_dead_workers_live_row_does_not_block_its_task(store: str) -> None:
     spans.clear()
-    async with AsyncQuiv(store=url) as scheduler:
+    async with AsyncQuiv(store=store) as scheduler:
         await scheduler.add_task(
             "t", slow, interval=LONG, delay=LONG, args=("t", 0), task_id="t", max_instances=1
         )
         await scheduler._store.flush()
-        _query(  # a crashed worker's row: live, its lease long gone
-            url,
+        query(  # a crashed worker's row: live, its lease long gone
+            store,
             "INSERT INTO quiv_jobs (id, task_id, task_name, status, started_at, attempt, "
             "worker, lease_until) VALUES ('ghost', 't', 't', 'running', "
             "'2026-01-01 00:00:00+00:00', 1, 'gone/1', 1)",
@@ -105,33 +89,35 @@ async def test_a_dead_workers_live_row_does_not_block_its_task(url: str) -> None
         await scheduler.run_task_immediately("t")
         await _until(lambda: spans, "the run")
         await _until(
-            lambda: _query(url, "SELECT status FROM quiv_jobs WHERE id = 'ghost'") == [("failed",)],
+            lambda: (
+                query(store, "SELECT status FROM quiv_jobs WHERE id = 'ghost'") == [("failed",)]
+            ),
             "the ghost to be recorded abandoned",
         )
-        [(message,)] = _query(url, "SELECT error_message FROM quiv_jobs WHERE id = 'ghost'")
+        [(message,)] = query(store, "SELECT error_message FROM quiv_jobs WHERE id = 'ghost'")
     assert message == "abandoned: worker gone/1 stopped"
 
 
-async def test_a_holder_that_lost_its_lease_cannot_overwrite_the_record(url: str) -> None:
+async def test_a_holder_that_lost_its_lease_cannot_overwrite_the_record(store: str) -> None:
     spans.clear()
     release.clear()
-    async with AsyncQuiv(store=url) as scheduler:
+    async with AsyncQuiv(store=store) as scheduler:
         await scheduler.add_task("h", held, interval=LONG, args=("h",), task_id="h")
-        await _until(lambda: _running(url), "the job to be stored running")
-        [job_id] = _running(url)
+        await _until(lambda: _running(store), "the job to be stored running")
+        [job_id] = _running(store)
         # As if this process froze past its lease:
-        _query(url, "UPDATE quiv_jobs SET lease_until = 0 WHERE id = ?", job_id)
-        await _until(lambda: not _running(url), "the lease to be taken over")
+        query(store, "UPDATE quiv_jobs SET lease_until = 0 WHERE id = ?", job_id)
+        await _until(lambda: not _running(store), "the lease to be taken over")
         release.set()
         await _until(lambda: spans, "the job to end here")
         await scheduler._store.flush()
-        [(status, message)] = _query(
-            url, "SELECT status, error_message FROM quiv_jobs WHERE id = ?", job_id
+        [(status, message)] = query(
+            store, "SELECT status, error_message FROM quiv_jobs WHERE id = ?", job_id
         )
     assert status == "failed"
     assert isinstance(message, str) and message.startswith("abandoned: worker ")
 
 
-def _running(url: str) -> list[object]:
-    rows = _query(url, "SELECT id FROM quiv_jobs WHERE status = 'running' AND task_id = 'h'")
+def _running(store: str) -> list[object]:
+    rows = query(store, "SELECT id FROM quiv_jobs WHERE status = 'running' AND task_id = 'h'")
     return [job_id for (job_id,) in rows]

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
+from _stores_support import query
 from _support import noop
 from quiv import (
     AsyncQuiv,
@@ -171,36 +172,35 @@ async def _wait_for_runs(label: str, count: int) -> None:
             await anyio.sleep(0.01)
 
 
-async def test_a_restart_continues_the_stored_schedule_and_history(url: str) -> None:
+async def test_a_restart_continues_the_stored_schedule_and_history(store: str) -> None:
     runs.clear()
-    async with AsyncQuiv(store=url) as first:
+    async with AsyncQuiv(store=store) as first:
         await first.add_task("beat", remember, interval=0.2, args=("beat",), task_id="beat")
         await _wait_for_runs("beat", 3)
         await first._store.flush()
         first_jobs = {job.id for job in await first.get_all_jobs()}
     before = len(runs)
     await anyio.sleep(0.7)  # three due times pass while nothing runs
-    async with AsyncQuiv(store=url) as second:
+    async with AsyncQuiv(store=store) as second:
         # Added again from code, with the same id: the stored state goes on.
         await second.add_task("beat", remember, interval=0.2, args=("beat",), task_id="beat")
         await _wait_for_runs("beat", before + 2)
         jobs = await second.get_all_jobs()
     # History of both lives is there; the overdue due times were coalesced into one run.
     assert first_jobs <= {job.id for job in jobs}
-    with closing(sqlite3.connect(_path(url))) as connection:
-        dues = [due for (due,) in connection.execute("SELECT due FROM quiv_claims ORDER BY due")]
+    dues = [due for (due,) in query(store, "SELECT due FROM quiv_claims ORDER BY due")]
     gaps = [later - earlier for earlier, later in itertools.pairwise(dues)]
     assert len(set(dues)) == len(dues)
     assert any(gap >= 600_000 for gap in gaps)  # the down time: coalesced, not replayed
     assert all(gap % 200_000 == 0 for gap in gaps)  # one cadence across both lives
 
 
-async def test_a_paused_task_stays_paused_across_a_restart(url: str) -> None:
-    async with AsyncQuiv(store=url) as first:
+async def test_a_paused_task_stays_paused_across_a_restart(store: str) -> None:
+    async with AsyncQuiv(store=store) as first:
         await first.add_task("p", remember, interval=LONG, delay=LONG, task_id="p")
         await first._store.flush()
         await first.pause_task("p")
-    async with AsyncQuiv(store=url) as second:
+    async with AsyncQuiv(store=store) as second:
         await second.add_task("p", remember, interval=LONG, delay=LONG, task_id="p")
         with anyio.fail_after(DEADLINE):
             while (await second.get_task("p")).status is not TaskStatus.PAUSED:  # noqa: ASYNC110 - the database, written by another scheduler
@@ -210,8 +210,8 @@ async def test_a_paused_task_stays_paused_across_a_restart(url: str) -> None:
 # -- two schedulers on one file -------------------------------------------------------
 
 
-async def test_pause_resume_and_remove_reach_the_other_scheduler(url: str) -> None:
-    async with AsyncQuiv(store=url) as one, AsyncQuiv(store=url) as other:
+async def test_pause_resume_and_remove_reach_the_other_scheduler(store: str) -> None:
+    async with AsyncQuiv(store=store) as one, AsyncQuiv(store=store) as other:
         for scheduler in (one, other):
             await scheduler.add_task("x", remember, interval=LONG, delay=LONG, task_id="x")
         await one._store.flush()
@@ -234,9 +234,9 @@ async def test_pause_resume_and_remove_reach_the_other_scheduler(url: str) -> No
         await wait_until(None)
 
 
-async def test_jobs_of_every_scheduler_are_read_from_either(url: str) -> None:
+async def test_jobs_of_every_scheduler_are_read_from_either(store: str) -> None:
     runs.clear()
-    async with AsyncQuiv(store=url) as one, AsyncQuiv(store=url) as other:
+    async with AsyncQuiv(store=store) as one, AsyncQuiv(store=store) as other:
         await one.add_task(
             "once", remember, interval=LONG, run_once=True, args=("once",), task_id="once"
         )
@@ -260,10 +260,10 @@ async def reporting(_progress_hook: Any, _stop_event: Any) -> None:
 
 
 async def test_a_task_added_in_one_scheduler_is_known_and_controlled_from_the_other(
-    url: str,
+    store: str,
 ) -> None:
     runs.clear()
-    async with AsyncQuiv(store=url) as one, AsyncQuiv(store=url) as other:
+    async with AsyncQuiv(store=store) as one, AsyncQuiv(store=store) as other:
         await one.add_task("r", reporting, interval=LONG, task_id="r")
         # The other learns of it within the poll period, and sees its job and progress.
         with anyio.fail_after(DEADLINE):

@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
-import pytest
+from _stores_support import query
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "_shared_worker.py"
@@ -53,31 +51,19 @@ def _runs(path: Path) -> list[tuple[float, int]]:
     return sorted((float(when), int(pid)) for when, pid in pairs)
 
 
-def _query(path: Path, sql: str) -> list[tuple[object, ...]]:
-    with closing(sqlite3.connect(path)) as connection:
-        return connection.execute(sql).fetchall()
-
-
 def _occurrences(times: list[float], interval: float) -> list[int]:
     """The index of each run on its task's cadence, counted from the first run."""
     first = times[0]
     return [round((when - first) / interval) for when in times]
 
 
-@pytest.fixture
-def store_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "store"
-    directory.mkdir(mode=0o700)
-    return directory
-
-
-def test_four_processes_run_each_due_occurrence_exactly_once(store_dir: Path) -> None:
-    out = store_dir / "runs"
+def test_four_processes_run_each_due_occurrence_exactly_once(store: str, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
     out.mkdir()
     go = time.time() + START_UP
     stop = go + RUN_SECONDS
     options = {
-        "db": str(store_dir / "quiv.db"),
+        "store": store,
         "out": str(out),
         "tasks": TASKS,
         "interval": INTERVAL,
@@ -109,13 +95,13 @@ RENEWAL = 0.5
 
 
 def test_a_killed_workers_job_is_recorded_abandoned_and_retried_on_a_survivor(
-    store_dir: Path,
+    store: str, tmp_path: Path
 ) -> None:
-    out = store_dir / "runs"
+    out = tmp_path / "runs"
     out.mkdir()
     go = time.time() + START_UP
     options = {
-        "db": str(store_dir / "quiv.db"),
+        "store": store,
         "out": str(out),
         "tasks": 1,
         "interval": INTERVAL,
@@ -142,11 +128,11 @@ def test_a_killed_workers_job_is_recorded_abandoned_and_retried_on_a_survivor(
         [survivor] = [pid for _, pid in _runs(out / "long.txt") if pid != holder]
         jobs = "SELECT attempt, status, error_message, ended_at, worker FROM quiv_jobs "
         jobs += "WHERE task_id = 'long' ORDER BY attempt"
-        rows = _query(store_dir / "quiv.db", jobs)
+        rows = query(store, jobs)
         while [row[:2] for row in rows] != [(1, "failed"), (2, "running")]:
             assert time.time() < killed_at + LEASE + 5, rows  # the survivor writes behind
             time.sleep(0.02)
-            rows = _query(store_dir / "quiv.db", jobs)
+            rows = query(store, jobs)
         [(_, status, message, ended_at, _), (_, retry_status, _, _, retry_worker)] = rows
         assert status == "failed"
         assert message == f"abandoned: worker {socket.gethostname()}/{holder} stopped"

@@ -465,6 +465,8 @@ class Engine:
                 self.registry.discard_queued(job)
                 job.retry_due = now
         self.store.save_task(task)
+        if self.shared is not None:
+            self.shared.paused(task)
         self.emit_task(Event.TASK_PAUSED, task)
         return True
 

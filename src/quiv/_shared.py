@@ -214,6 +214,10 @@ class SharedSchedule:
         self._due.pop(task_id, None)
         self._removed.add(task_id)
 
+    def paused(self, task: TaskEntry) -> None:
+        """``task`` was paused here: tell the store (and so the other processes)."""
+        self.store.replan(Replan(task.id, None, paused=True, set_due=False))
+
     def request_cancel(self, job_id: str, force: bool) -> None:
         """Ask the process running ``job_id`` (another one) to stop it."""
         self.store.cancel(Cancel(job_id, force))

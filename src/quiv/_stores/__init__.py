@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from quiv._exceptions import ConfigurationError
+
 from ._durable import DurableStore
 from ._interface import Row, SharedStore, StoreBackend
 from ._options import StoreOptions, store_options
@@ -38,4 +40,12 @@ def open_store(
     """The store ``options`` name (nothing touches a database until it runs)."""
     if options.kind == "sqlite":
         return SQLiteStore(options, logger, worker_name)
+    if options.kind == "postgresql":
+        try:  # the postgres extra: quiv[postgres]
+            from ._postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"a PostgreSQL store needs asyncpg: pip install 'quiv[postgres]' ({exc})"
+            ) from exc
+        return PostgresStore(options, logger, worker_name)
     return temporary_store(logger)

@@ -71,10 +71,11 @@ def store_options(
         path = Path(unquote(parts.path[1:])).expanduser()  # sqlite:////abs -> /abs
         return StoreOptions(kind="sqlite", url=store, path=path, **common)  # type: ignore[arg-type]
     if parts.scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
-        raise ConfigurationError(
-            f"store {store!r}: the PostgreSQL store is not available in this version; "
-            "use 'sqlite:///path/to/file.db' to share a schedule between processes of one machine"
-        )
+        if not parts.path.strip("/"):
+            raise ConfigurationError(
+                f"store {store!r}: a PostgreSQL store is 'postgresql://user@host/database'"
+            )
+        return StoreOptions(kind="postgresql", url=store, **common)  # type: ignore[arg-type]
     raise ConfigurationError(
         f"store must be None or a URL starting 'sqlite:///' or 'postgresql://', got {store!r}"
     )

@@ -105,6 +105,7 @@ class Replan:
     next_due: int | None
     paused: bool | None = None  # None: leave it
     only_if_unplanned: bool = False  # only where no next due time is stored
+    set_due: bool = True  # False: change ``paused`` only
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,7 +138,12 @@ def claim(
 
 
 def replan(connection: sqlite3.Connection, request: Replan) -> None:
-    if request.only_if_unplanned:
+    if not request.set_due:
+        connection.execute(
+            "UPDATE quiv_tasks SET paused = ? WHERE id = ?",
+            (int(bool(request.paused)), request.task_id),
+        )
+    elif request.only_if_unplanned:
         connection.execute(
             "UPDATE quiv_tasks SET next_due = ? WHERE id = ? AND next_due IS NULL",
             (request.next_due, request.task_id),
