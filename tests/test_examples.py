@@ -526,7 +526,7 @@ async def test_cron_examples_build_the_tasks_the_docs_describe() -> None:
 
 # -- several_processes.py ------------------------------------------------------------
 
-HEARTBEAT = 0.5
+HEARTBEAT = 0.4
 SEVERAL = "several_processes.py"
 
 
@@ -576,7 +576,7 @@ def test_several_processes_runs_each_heartbeat_once_under_uvicorn_workers(
                 pass
             time.sleep(0.1)
         started = time.time() + 2.0  # the other workers finish starting meanwhile
-        while time.time() < started + 4.0:
+        while time.time() < started + 3.0:
             time.sleep(0.1)
     finally:
         server.terminate()

@@ -25,9 +25,9 @@ WORKER = Path(__file__).resolve().parent / "_shared_worker.py"
 PROCESSES = 4
 TASKS = 25
 INTERVAL = 0.3
-RUN_SECONDS = 6.0
+RUN_SECONDS = 4.0
 #: Seconds the processes get to import quiv and add their tasks before ``go``.
-START_UP = 4.0
+START_UP = 3.0
 
 
 def _spawn(options: dict[str, object]) -> subprocess.Popen[str]:

@@ -94,6 +94,8 @@ class SharedSchedule:
         self._due: dict[str, int | None] = {}
         self._pending: set[str] = set()  # an adoption or a claim is in flight
         self._unrunnable: set[str] = set()  # foreign tasks this process cannot import
+        #: Paused or resumed here since the poll under way began: its answer is older.
+        self._changed: set[str] = set()
         self._removed: set[str] = set()  # removed here: not to be rebuilt from a stale poll
         store.polled = self._polled
         store.abandoned = self._abandoned
@@ -154,6 +156,7 @@ class SharedSchedule:
     def resume(self, task: TaskEntry, now: Moment, delay: float) -> None:
         slot = task.timeline.start(now, delay)
         due = None if slot is None else micros(slot.wall)
+        self._changed.add(task.id)
         self.store.replan(Replan(task.id, due, paused=False))
         self._due[task.id] = due
         self._follow(task, due)
@@ -216,6 +219,7 @@ class SharedSchedule:
 
     def paused(self, task: TaskEntry) -> None:
         """``task`` was paused here: tell the store (and so the other processes)."""
+        self._changed.add(task.id)
         self.store.replan(Replan(task.id, None, paused=True, set_due=False))
 
     def request_cancel(self, job_id: str, force: bool) -> None:
@@ -223,6 +227,8 @@ class SharedSchedule:
         self.store.cancel(Cancel(job_id, force))
 
     def _known(self) -> frozenset[str]:
+        """The ids this process knows; asked as a poll begins, which it also marks."""
+        self._changed.clear()
         return frozenset(self._engine.registry.tasks.keys() | self._removed | self._pending)
 
     def _polled(self, poll: Poll) -> None:
@@ -238,8 +244,8 @@ class SharedSchedule:
             if job is not None:
                 engine.cancel(job, force)
         for task in list(engine.registry.tasks.values()):
-            if task.id in self._pending or task.id not in self._due:
-                continue  # not adopted yet, or its answer is on the way
+            if task.id in self._pending or task.id in self._changed or task.id not in self._due:
+                continue  # not adopted yet, an answer is on the way, or changed since
             state = states.get(task.id)
             if state is None:
                 engine.remove(task)

@@ -269,6 +269,8 @@ class DurableStore(ABC):
         jobs, self._jobs = self._jobs, {}
         flushes, self._flushes = self._flushes, []
         poll = self.polled is not None and time.monotonic() >= self._next_poll
+        if poll:  # set now: a wake-up (poll_now) during this round asks for another
+            self._next_poll = time.monotonic() + POLL_SECONDS
         worker = self._worker()
         now_us = int(time.time() * 1_000_000)
         lease_us = now_us + int(self._options.lease_seconds * 1_000_000)
@@ -330,7 +332,6 @@ class DurableStore(ABC):
         if self.committed is not None:
             self.committed(list(jobs.values()))
         if polled is not None:
-            self._next_poll = time.monotonic() + POLL_SECONDS
             assert self.polled is not None
             self.polled(polled)
         for event in flushes:
