@@ -21,7 +21,7 @@ from pathlib import Path
 from _stores_support import query
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER = Path(__file__).resolve().parent / "_shared_worker.py"
+WORKER = ROOT / "benchmarks" / "_process_worker.py"
 PROCESSES = 4
 TASKS = 25
 INTERVAL = 0.3
@@ -33,7 +33,7 @@ START_UP = 3.0
 def _spawn(options: dict[str, object]) -> subprocess.Popen[str]:
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), str(ROOT / "tests"), environment.get("PYTHONPATH", "")]
+        [str(ROOT / "src"), environment.get("PYTHONPATH", "")]
     )
     return subprocess.Popen(
         [sys.executable, str(WORKER), json.dumps(options)],

@@ -1,4 +1,4 @@
-"""One process of an app sharing a durable store; run by the multi-process tests.
+"""One process of an app sharing a durable store; run by W14 and the multi-process tests.
 
 ``python _shared_worker.py '<json>'`` adds the same tasks as every other
 process (same ``task_id``s), runs from ``go`` until ``stop`` (wall times), and
