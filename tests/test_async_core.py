@@ -544,6 +544,33 @@ async def test_store_is_private_and_deleted_on_exit() -> None:
     assert not path.parent.exists()
 
 
+async def test_stored_task_row_follows_runs_pauses_and_updates() -> None:
+    """The row is rendered from a cached definition plus the changing fields;
+    each of them must reach the database."""
+
+    async def stored() -> dict[str, Any]:
+        await scheduler._store.flush()
+        (row,) = await scheduler._store.read_rows("tasks")
+        return row
+
+    async with AsyncQuiv() as scheduler:
+        recorder = AsyncRecorder()
+        await recorder.attach(scheduler)
+        task_id = await scheduler.add_task("t", noop, 60)
+        await recorder.wait_for(DONE)
+        task = await scheduler.get_task(task_id)
+        row = await stored()
+        assert (row["task_name"], row["interval_seconds"], row["status"]) == ("t", 60, "active")
+        assert row["next_run_at"] == task.next_run_at
+        await scheduler.pause_task(task_id)
+        assert (await stored())["status"] == "paused"
+        await scheduler.update_task(task_id, task_name="u", interval=30, max_retries=2)
+        row, task = await stored(), await scheduler.get_task(task_id)
+        assert (row["task_name"], row["interval_seconds"], row["max_retries"]) == ("u", 30, 2)
+        assert (task.task_name, task.interval_seconds, task.max_retries) == ("u", 30, 2)
+        assert row["status"] == "paused"
+
+
 async def test_exit_stops_running_jobs_and_delivers_their_final_events() -> None:
     started = anyio.Event()
 

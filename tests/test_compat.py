@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 import quiv
-from _support import AsyncRecorder, SyncRecorder
+from _support import AsyncRecorder, SyncRecorder, noop
 from quiv import AsyncQuiv, Event, Job, JobStatus, Quiv, Task
 
 # -- import paths -------------------------------------------------------------
@@ -333,3 +333,18 @@ async def test_early_deliveries_run_before_later_ones_on_the_same_loop() -> None
         with anyio.fail_after(5):
             await all_heard.wait()
     assert order == ["task_added:a", "task_added:b", "job_started:a", "job_started:b"]
+
+
+async def test_snapshots_behave_as_validated_models_when_copied_and_dumped() -> None:
+    """Snapshots are built without validation and share their "fields set";
+    copying one with changes must neither fail nor touch any other snapshot."""
+    async with AsyncQuiv() as scheduler:
+        first = await scheduler.add_task("a", noop, interval=60, delay=60)
+        second = await scheduler.add_task("b", noop, interval=60, delay=60)
+        one, other = await scheduler.get_task(first), await scheduler.get_task(second)
+    renamed = one.model_copy(update={"task_name": "renamed"})
+    assert (renamed.task_name, one.task_name) == ("renamed", "a")
+    assert one.model_fields_set == other.model_fields_set == set(Task.model_fields)
+    assert renamed.model_fields_set == set(Task.model_fields)
+    assert Task.model_validate(one.model_dump()) == one
+    assert Task(**one.model_dump()).model_dump_json() == one.model_dump_json()

@@ -20,7 +20,7 @@ import anyio.lowlevel
 import pytest
 
 from _support import noop
-from quiv import Event, Quiv, Task, TaskNotFoundError, TaskStatus
+from quiv import Event, Job, JobStatus, Quiv, Task, TaskNotFoundError, TaskStatus, _engine
 from quiv import _inbox as inbox_module
 from quiv._inbox import Inbox
 
@@ -183,3 +183,49 @@ def test_a_burst_of_add_task_is_held_back_by_the_bound(monkeypatch: pytest.Monke
         assert longest <= 16
         assert took >= 0.1, "the burst was not held back while the loop was busy"
         assert [task.id for task in scheduler.get_all_tasks()][1:] == added
+
+
+def test_get_job_of_an_ended_job_is_answered_while_the_loop_is_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An ended job's record is final, so ``get_job`` reads it in the calling
+    thread, from memory or from the store, without waiting for the loop."""
+    monkeypatch.setattr(_engine, "HISTORY_WINDOW", 2)
+    loop_busy, release = threading.Event(), threading.Event()
+    watchdog = threading.Timer(DEADLINE, release.set)  # a regression must not hang the suite
+
+    async def hog_the_loop() -> None:
+        loop_busy.set()
+        release.wait()  # blocks the scheduler's loop on purpose
+
+    with Quiv() as scheduler:
+        ended: list[str] = []
+        done = threading.Event()
+
+        def on_end(_event: Event, _task: Task, job: Job) -> None:
+            ended.append(job.id)
+            if len(ended) == 5:
+                done.set()
+
+        scheduler.add_listener(Event.JOB_COMPLETED, on_end)
+        for i in range(5):
+            scheduler.add_task(f"j{i}", noop, interval=LONG, run_once=True)
+        assert done.wait(DEADLINE)
+        registry = scheduler._core._engine.registry
+        deadline = time.monotonic() + DEADLINE
+        while ended[0] in registry.jobs and time.monotonic() < deadline:
+            time.sleep(0.005)  # the writer commits, then memory lets the oldest go
+        assert ended[0] not in registry.jobs and ended[-1] in registry.jobs
+        wanted = list(ended)
+        scheduler.add_task("hog", hog_the_loop, interval=LONG)
+        assert loop_busy.wait(DEADLINE)
+        watchdog.start()
+        try:
+            jobs = [scheduler.get_job(job_id) for job_id in wanted]
+            answered_first = not release.is_set()
+        finally:
+            release.set()
+            watchdog.cancel()
+    assert answered_first, "get_job waited for the busy loop"
+    assert [job.id for job in jobs] == wanted
+    assert all(job.status is JobStatus.COMPLETED and job.ended_at for job in jobs)

@@ -411,6 +411,13 @@ class AsyncQuiv:
         task = self._engine.registry.tasks.get(task_id)
         return None if task is None else task.snapshot
 
+    def _peek_job(self, job_id: str) -> Job | None:
+        """``get_job`` answered in the calling thread, if the job has ended (see
+        ``Engine.ended_job_model``) and every call queued for the loop has run."""
+        if self._state is _State.CLOSED or not self._engine.inbox.settled():
+            return None
+        return self._engine.ended_job_model(job_id)
+
     def _peek_all_tasks(self, include_run_once: bool) -> list[Task] | None:
         """``get_all_tasks`` answered in the calling thread, if it can be (see ``_peek_task``)."""
         if self._state is _State.CLOSED or not self._engine.inbox.settled():

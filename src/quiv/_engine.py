@@ -421,7 +421,7 @@ class Engine:
         planned from the new trigger when it ends.
         """
         now = self.now()
-        task.snapshot = None
+        task.redefined()
         if retimed:
             task.owed.clear()
             if task.due is not None:
@@ -980,6 +980,23 @@ class Engine:
         if row is None or (row[5] is None and self.shared is None):  # not there, or stale
             return None
         return job_from_row(row)
+
+    def ended_job_model(self, job_id: str) -> Job | None:
+        """The snapshot of a job that has ended, read from any thread; else None.
+
+        An ended job's record never changes again, and its status is the last
+        field set, so another thread may read it without the loop: from memory,
+        or from the store once memory has let it go (which it does only after
+        the final row is committed). None means "ask the loop": the job is live,
+        unknown, or its row is not final yet.
+        """
+        job = self.registry.jobs.get(job_id)
+        if job is not None:
+            return job.to_model() if job.status.is_final else None
+        if not self.registry.stored_ends:
+            return None
+        row = self.store.read_job(job_id, self._history_start())
+        return None if row is None or row[5] is None else job_from_row(row)
 
     def job_models(self, query: HistoryQuery = _EVERYTHING) -> list[Job]:
         """The jobs in the retention window that ``query`` picks; the newest state wins."""

@@ -32,6 +32,8 @@ __all__ = ["JOB_COLUMNS", "TASK_COLUMNS", "JobEntry", "Registry", "TaskEntry", "
 
 #: The stored task row's columns: the public model's fields, one list for both.
 TASK_COLUMNS = tuple(Task.model_fields)
+_STATUS_COLUMN = TASK_COLUMNS.index("status")
+_NEXT_RUN_COLUMN = TASK_COLUMNS.index("next_run_at")
 JOB_COLUMNS = (
     "id",
     "task_id",
@@ -47,6 +49,9 @@ JOB_COLUMNS = (
 )
 
 
+_JOB_STATUS = {status.value: status for status in JobStatus}  # faster than JobStatus(value)
+
+
 def job_from_row(row: tuple[Any, ...]) -> Job:
     """The ``Job`` snapshot of a stored row (``JOB_COLUMNS`` order, as ``to_row`` made it)."""
     job_id, task_id, task_name, status, started, ended, duration, error, error_type = row[:9]
@@ -56,7 +61,7 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
             "id": job_id,
             "task_id": task_id,
             "task_name": task_name,
-            "status": JobStatus(status),
+            "status": _JOB_STATUS[status],
             "started_at": datetime.fromisoformat(started),
             "ended_at": None if ended is None else datetime.fromisoformat(ended),
             "duration_seconds": duration,
@@ -120,6 +125,10 @@ class TaskEntry:
     resume_at: float | None = None  # resume arrived while a job was running
     version: int = 0
     snapshot: Task | None = None
+    #: The public fields that only ``update_task`` changes, as values and as a
+    #: database row: rendered once, not on every run (see ``redefined``).
+    fixed: dict[str, Any] | None = None
+    fixed_row: tuple[Any, ...] | None = None
     job_policy: JobPolicy = DEFAULT_JOB_POLICY  # frozen, so one shared default is safe
     #: Retries not started yet: waiting out their backoff, or queued for the pool.
     retries: list[JobEntry] = field(default_factory=list)
@@ -146,8 +155,17 @@ class TaskEntry:
 
     def values(self) -> dict[str, Any]:
         """The task's public fields, in ``TASK_COLUMNS`` order."""
-        policy = self.policy
-        return {
+        fixed = self.fixed
+        if fixed is None:
+            fixed = self.fixed = self._fixed_values()
+        values = dict(fixed)  # keeps the column order: status and next_run_at are in it
+        values["status"] = self.status
+        values["next_run_at"] = self.next_run_at
+        return values
+
+    def _fixed_values(self) -> dict[str, Any]:
+        policy, job_policy = self.policy, self.job_policy
+        values = {
             "id": self.id,
             "task_name": self.name,
             "args": self.args_copy,
@@ -155,31 +173,41 @@ class TaskEntry:
             "fixed_interval": self.fixed_interval,
             **self.trigger.fields(),
             "run_once": self.one_shot,
-            "status": self.status,
-            "next_run_at": self.next_run_at,
+            "status": None,  # changes as the task runs: see values()
+            "next_run_at": None,
             "trigger": self.trigger.describe(),
             "timezone": self.display_zone,
             "jitter": policy.jitter,
             "misfire_grace": policy.misfire_grace,
             "coalesce": policy.coalesce,
             "max_instances": policy.max_instances,
-            "max_retries": self.job_policy.max_retries,
-            "retry_backoff": self.job_policy.retry_backoff,
-            "retry_backoff_max": self.job_policy.retry_backoff_max,
-            "timeout": self.job_policy.timeout,
+            "max_retries": job_policy.max_retries,
+            "retry_backoff": job_policy.retry_backoff,
+            "retry_backoff_max": job_policy.retry_backoff_max,
+            "timeout": job_policy.timeout,
         }
+        return {name: values[name] for name in TASK_COLUMNS}
+
+    def redefined(self) -> None:
+        """Forget what was rendered from the definition (``update_task`` changed it)."""
+        self.fixed = self.fixed_row = self.snapshot = None
 
     def to_model(self) -> Task:
         if self.snapshot is None:
-            values = self.values()
-            self.snapshot = build_model(Task, {name: values[name] for name in TASK_COLUMNS})
+            self.snapshot = build_model(Task, self.values())
         return self.snapshot
 
     def to_row(self) -> tuple[Any, ...]:
         """The task as a database row, in ``TASK_COLUMNS`` order (arguments pickled)."""
-        values = self.values()
-        values["args"], values["kwargs"] = self.args_blob, self.kwargs_blob
-        return tuple(_sql_value(values[name]) for name in TASK_COLUMNS)
+        fixed = self.fixed_row
+        if fixed is None:
+            values = self.values()
+            values["args"], values["kwargs"] = self.args_blob, self.kwargs_blob
+            fixed = self.fixed_row = tuple(_sql_value(values[name]) for name in TASK_COLUMNS)
+        row = list(fixed)
+        row[_STATUS_COLUMN] = self.status.value
+        row[_NEXT_RUN_COLUMN] = _sql_time(self.next_run_at)
+        return tuple(row)
 
 
 def resolved_zone_name(trigger: Trigger, zone: tzinfo | None, default: tzinfo) -> str:
@@ -461,7 +489,6 @@ class Registry:
         ran: bool = False,
         error_type: str | None = None,
     ) -> None:
-        job.status = status
         job.error = error
         job.error_type = error_type
         job.ended_at = now.wall
@@ -471,6 +498,9 @@ class Registry:
         else:
             job.started_at = job.slot.wall if status is JobStatus.MISSED else now.wall
             job.duration = 0.0
+        # Last: another thread that sees a final status may read the whole record
+        # (see ``Engine.ended_job_model``), and a final record never changes again.
+        job.status = status
         self.finished.append(job)
         job.task.snapshot = None
 

@@ -34,6 +34,7 @@ loaded by the writer in a worker thread when the first change is noted (see
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -42,7 +43,7 @@ import stat
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -150,17 +151,64 @@ class _Table:
     entries' ``to_row`` produces. An upsert updates a row in place, so a row
     keeps the ``rowid`` of its first write: job rows in ``rowid`` order are in
     the order the jobs were created.
+
+    A batch goes in as a few statements of many rows each, not one statement
+    per row: the driver lets go of the GIL for every statement it steps, and
+    while the loop is busy running jobs each of those hand-backs waits for the
+    loop to let go in turn, so a row at a time would crawl exactly when there
+    is most to write.
     """
 
     def __init__(self, table: str, columns: tuple[str, ...]) -> None:
-        names = ", ".join(columns)
-        marks = ", ".join("?" for _ in columns)
+        self._names = ", ".join(columns)
+        self._marks = "(" + ", ".join("?" for _ in columns) + ")"
         updates = ", ".join(f"{name} = excluded.{name}" for name in columns if name != "id")
-        self.upsert = (
-            f"INSERT INTO {table} ({names}) VALUES ({marks}) "
-            f"ON CONFLICT (id) DO UPDATE SET {updates}"
-        )
+        self._table = table
+        self._on_conflict = f" ON CONFLICT (id) DO UPDATE SET {updates}"
+        self._width = len(columns)
+        self._statements: dict[int, str] = {}
+        self.upsert = self.upsert_of(1)
         self.delete = f"DELETE FROM {table} WHERE id = ?"
+
+    def upsert_of(self, count: int) -> str:
+        """The upsert of ``count`` rows at once (statements are cached by size)."""
+        sql = self._statements.get(count)
+        if sql is None:
+            values = ", ".join([self._marks] * count)
+            sql = f"INSERT INTO {self._table} ({self._names}) VALUES {values}{self._on_conflict}"
+            self._statements[count] = sql
+        return sql
+
+    def batches(self, rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """``rows`` as (statement, flat parameters) pairs: whole ``BATCH_LIMIT``-row
+        chunks, then what is left in chunks of power-of-two sizes.
+
+        Few distinct sizes keep the driver's statement cache warm; no statement
+        goes over SQLite's limit on parameters.
+        """
+        most = max(1, _parameter_limit() // self._width)
+        whole = BATCH_LIMIT if most >= BATCH_LIMIT else 0
+        size = 1 << (most.bit_length() - 1)  # the largest power of two that fits
+        start = 0
+        while start < len(rows):
+            left = len(rows) - start
+            if whole and left >= whole:
+                count = whole
+            else:
+                while size > left:
+                    size >>= 1
+                count = size
+            chunk = rows[start : start + count]
+            yield self.upsert_of(count), tuple(value for row in chunk for value in row)
+            start += count
+
+
+@functools.cache
+def _parameter_limit() -> int:
+    """Parameters one statement may take: 32766 since SQLite 3.32, 999 before."""
+    import sqlite3  # here, not at import: ``import quiv`` stays light
+
+    return 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 def _storable(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -222,6 +270,11 @@ class Store:
     rendered and written once, with its final state, and a run-once task that
     comes and goes between two commits never touches the disk. The writer task
     sleeps on an event until there is something to write.
+
+    Task rows go in a round with no job rows waiting (or on a flush or close).
+    A task lives in memory anyway, while a finished job's memory waits for its
+    row to be committed; and in a burst of run-once tasks most of them are gone
+    before their row's turn comes, so they are never written at all.
     """
 
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
@@ -238,6 +291,9 @@ class Store:
         self._owner_lock: int | None = None  # fd holding the directory's owner lock
         self._engine: AsyncEngine | None = None
         self._retry_delay = RETRY_FIRST_SECONDS
+        #: Prepares the first write from the first change noted on (see _wake_writer).
+        self._preparer: threading.Thread | None = None
+        self._preparing_error: BaseException | None = None
         self.failed_batches = 0
         #: True from a failed write to the next one that succeeds.
         self.failing = False
@@ -270,6 +326,50 @@ class Store:
     def _wake_writer(self) -> None:
         if self._kick is not None:
             self._kick.set()
+        if self._preparer is None and not self._closed:  # a first change, not the close
+            self._start_preparing()
+
+    def _start_preparing(self) -> None:
+        """Begin, in a thread of its own, what the first write needs and the loop need not do.
+
+        That is importing the database layer (a good part of a second, the first
+        time in a process) and removing the directories dead processes left
+        behind. The writer may not run for a while after the first change (the
+        loop is busy with the burst that made it), and a thread hop costs a lot
+        while the loop is busy: starting both with the first change lets them
+        overlap the burst, and the first write hops at most once, to wait for them.
+        """
+        self._preparer = threading.Thread(target=self._prepare, name="quiv-store-prepare")
+        self._preparer.start()
+
+    def _prepare(self) -> None:
+        try:
+            _load_tables()  # at once if an earlier store in this process loaded it
+            removed = remove_leftover_directories(tempfile.gettempdir())
+        except BaseException as exc:  # raised again by the writer, in _initialise
+            self._preparing_error = exc
+            return
+        if removed:
+            self._logger.info(
+                "quiv removed %d database directory(ies) left by processes that no longer "
+                "exist: %s",
+                len(removed),
+                ", ".join(removed),
+            )
+
+    async def _prepared(self) -> None:
+        """Wait, off the loop, for :meth:`_prepare`; raise what it raised."""
+        preparer = self._preparer
+        if preparer is None:
+            self._start_preparing()
+            preparer = self._preparer
+            assert preparer is not None
+        if preparer.is_alive():
+            await anyio.to_thread.run_sync(preparer.join)
+        error, self._preparing_error = self._preparing_error, None
+        if error is not None:
+            self._preparer = None  # the next attempt prepares afresh
+            raise error
 
     @property
     def backlog(self) -> int:
@@ -324,6 +424,8 @@ class Store:
                     await anyio.sleep(WRITE_DELAY)
                 self._kick = anyio.Event()
                 written = await self._commit_noted()
+                if self._tasks:  # task rows left for the next round: come back for them
+                    self._kick.set()
                 if self._closed:
                     if written and (self._tasks or self._jobs or self._flushes):
                         continue  # changes noted while the last batch was written
@@ -350,7 +452,10 @@ class Store:
             for event in flushes:
                 event.set()
             return True
-        tasks, self._tasks = self._tasks, {}
+        if self._jobs and not (self._flushes or self._closed):
+            tasks: dict[str, Row | None] = {}  # task rows wait for a round without job rows
+        else:
+            tasks, self._tasks = self._tasks, {}
         jobs, self._jobs = self._jobs, {}
         purge_before, self._purge_before = self._purge_before, None
         flushes, self._flushes = self._flushes, []
@@ -420,12 +525,12 @@ class Store:
                 await connection.exec_driver_sql(_TASK_SQL.delete, deleted)
             stored.difference_update(task_id for (task_id,) in deleted)
         if saved:
-            tasks_left = await self._upsert(engine, _TASK_SQL.upsert, saved)
+            tasks_left = await self._upsert(engine, _TASK_SQL, saved)
             stored.update(entry.id for entry in saved if entry not in tasks_left)
         # Rows are rendered chunk by chunk, each from the entry as it is right then.
         for start in range(0, len(jobs), BATCH_LIMIT):
             chunk = jobs[start : start + BATCH_LIMIT]
-            refused = await self._upsert(engine, _JOB_SQL.upsert, chunk)
+            refused = await self._upsert(engine, _JOB_SQL, chunk)
             jobs_left += refused
             self._report_committed([job for job in chunk if job not in refused])
         if purge_before is not None:
@@ -433,7 +538,7 @@ class Store:
                 await connection.exec_driver_sql(_PURGE_SQL, (purge_before.isoformat(" "),))
         return tasks_left, jobs_left
 
-    async def _upsert(self, engine: AsyncEngine, sql: str, entries: list[Row]) -> list[Row]:
+    async def _upsert(self, engine: AsyncEngine, table: _Table, entries: list[Row]) -> list[Row]:
         """Write ``entries`` in one transaction; return those refused on their own.
 
         If the transaction fails, each row is tried alone, so one bad row never
@@ -443,7 +548,8 @@ class Store:
         rows = [_storable(entry.to_row()) for entry in entries]
         try:
             async with engine.begin() as connection:
-                await connection.exec_driver_sql(sql, rows)
+                for statement, parameters in table.batches(rows):
+                    await connection.exec_driver_sql(statement, parameters)
             return []
         except Exception as exc:
             if len(rows) == 1:
@@ -453,7 +559,7 @@ class Store:
         for entry, row in zip(entries, rows, strict=True):
             try:
                 async with engine.begin() as connection:
-                    await connection.exec_driver_sql(sql, row)
+                    await connection.exec_driver_sql(table.upsert, row)
             except Exception as row_error:
                 refused.append((entry, row_error))
         if len(refused) == len(entries):
@@ -503,10 +609,7 @@ class Store:
     async def _initialise(self) -> AsyncEngine | None:
         """Create the database; None if the store closed while the layer was loading."""
         try:
-            # The database layer is loaded off the loop, as importing it takes a while.
-            # Not abandoned at close: a thread still importing while the interpreter
-            # exits can disturb the exit (SQLAlchemy runs exec() as it loads).
-            await anyio.to_thread.run_sync(_load_tables)
+            await self._prepared()
             if self._closed and self._directory is None:  # closed meanwhile: none needed
                 return None
             return await self._open()
@@ -518,14 +621,6 @@ class Store:
     async def _open(self) -> AsyncEngine:
         if self._directory is None:
             parent = tempfile.gettempdir()
-            removed = await anyio.to_thread.run_sync(remove_leftover_directories, parent)
-            if removed:
-                self._logger.info(
-                    "quiv removed %d database directory(ies) left by processes that no longer "
-                    "exist: %s",
-                    len(removed),
-                    ", ".join(removed),
-                )
             self._directory = Path(tempfile.mkdtemp(prefix=f"quiv-{os.getpid()}-", dir=parent))
             if fcntl is not None:  # mode 0700 above; the lock says "still in use"
                 lock = os.open(self._directory / _LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o600)
@@ -565,6 +660,11 @@ class Store:
         try:
             if engine is not None:
                 await engine.dispose()
+            # Not abandoned: a thread still importing while the interpreter exits
+            # can disturb the exit (SQLAlchemy runs exec() as it loads).
+            preparer = self._preparer
+            if preparer is not None and preparer.is_alive():
+                await anyio.to_thread.run_sync(preparer.join)
         finally:
             self._remove_directory(forget=False)  # path stays readable, for tests
 

@@ -507,6 +507,10 @@ class Quiv:
 
     def get_job(self, job_id: str) -> Job:
         """Blocking form of :meth:`AsyncQuiv.get_job`."""
+        if self._from_thread() and isinstance(job_id, str):
+            job = self._core._peek_job(job_id)
+            if job is not None:
+                return job
         return self._call(self._core.get_job, job_id)
 
     def get_all_tasks(
