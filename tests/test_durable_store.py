@@ -322,3 +322,17 @@ async def test_a_locked_database_holds_runs_back_and_none_runs_twice(
         "WHERE quiv_jobs.status = 'completed'",
     )
     assert ran == [(beats(),)]  # every run had a claim of its own: none ran twice
+
+
+async def test_history_retention_purges_old_jobs_and_claims(store: str) -> None:
+    runs.clear()
+    async with AsyncQuiv(store=store, history_retention_seconds=0.3) as scheduler:
+        await scheduler.add_task("beat", remember, interval=0.1, args=("beat",), task_id="beat")
+        await _wait_for_runs("beat", 8)
+        await scheduler.pause_task("beat")
+        await anyio.sleep(0.5)  # every run so far is now older than the retention
+        await scheduler._store.flush()
+        with anyio.fail_after(DEADLINE):
+            while query(store, "SELECT COUNT(*) FROM quiv_claims") != [(0,)]:  # noqa: ASYNC110 - the database
+                await anyio.sleep(0.05)
+        assert query(store, "SELECT COUNT(*) FROM quiv_jobs") == [(0,)]

@@ -448,8 +448,12 @@ class Engine:
         self.store.save_task(task)
         self._wake_by(now.mono)
 
-    def pause(self, task: TaskEntry) -> bool:
-        """Pause ``task``; False if it already was (nothing changes, no event)."""
+    def pause(self, task: TaskEntry, *, announce: bool = True) -> bool:
+        """Pause ``task``; False if it already was (nothing changes, no event).
+
+        ``announce=False``: the pause came from the shared store (another
+        process paused it), so it is not written back there.
+        """
         if task.paused:
             return False
         task.paused = True
@@ -465,7 +469,7 @@ class Engine:
                 self.registry.discard_queued(job)
                 job.retry_due = now
         self.store.save_task(task)
-        if self.shared is not None:
+        if self.shared is not None and announce:
             self.shared.paused(task)
         self.emit_task(Event.TASK_PAUSED, task)
         return True

@@ -169,7 +169,7 @@ class SharedSchedule:
         if task.removed:
             return
         if state.paused and not task.paused:
-            self._engine.pause(task)
+            self._engine.pause(task, announce=False)
             return
         self._follow(task, state.next_due)
 
@@ -185,7 +185,7 @@ class SharedSchedule:
             return
         if outcome is Outcome.PAUSED:
             if not task.paused:
-                engine.pause(task)
+                engine.pause(task, announce=False)
             return
         now = engine.now()
         if outcome is Outcome.RUN:
@@ -252,7 +252,7 @@ class SharedSchedule:
                 continue
             if state.paused != task.paused:
                 if state.paused:
-                    engine.pause(task)
+                    engine.pause(task, announce=False)
                     continue
                 task.paused = False
                 task.snapshot = None

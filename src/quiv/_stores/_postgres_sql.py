@@ -39,7 +39,7 @@ _ADOPT = text(
 _UPDATE = text(
     "UPDATE quiv_tasks SET "
     + ", ".join(f"{name} = :{name}" for name in TASK_STORED if name != "id")
-    + ", paused = :paused WHERE id = :id"
+    + " WHERE id = :id"
 )
 _JOB_WRITTEN = (*JOB_COLUMNS, *JOB_EXTRA, "lease_until")
 _JOB_UPSERT = text(
@@ -230,12 +230,17 @@ async def transaction(connection: AsyncConnection, batch: Batch) -> Answers:
     if batch.task_rows:
         await connection.execute(
             _UPDATE,
-            [{**_task_values((row[-1], *row[:-2])), "paused": row[-2]} for row in batch.task_rows],
+            [_task_values((row[-1], *row[:-1])) for row in batch.task_rows],
         )
     if batch.purge is not None:
         await connection.execute(
             text("DELETE FROM quiv_jobs WHERE ended_at < :ended"),
             {"ended": batch.purge.isoformat(" ")},
+        )
+        # Claims that old guard nothing: next_due has long moved past them.
+        await connection.execute(
+            text("DELETE FROM quiv_claims WHERE due < :before"),
+            {"before": int(batch.purge.timestamp() * 1_000_000)},
         )
     if batch.adoptions or batch.replans or batch.cancels or batch.deleted:
         await connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})

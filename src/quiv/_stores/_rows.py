@@ -30,9 +30,14 @@ def task_row(task: Any) -> tuple[Any, ...]:
 
 
 def saved_task_row(task: Any) -> tuple[Any, ...]:
-    """A task's definition then its paused flag then its id (an update's parameters)."""
+    """A task's definition, then its id (an update's parameters).
+
+    Never its paused flag: that is run state, written only when this process
+    pauses or resumes the task (a ``Replan``), so a stale flag here can never
+    undo another process's pause or resume.
+    """
     row = task_row(task)
-    return (*row[1:], int(task.paused), row[0])
+    return (*row[1:], row[0])
 
 
 def verdict(request: Claim, live: int, now_us: int) -> Outcome:

@@ -195,6 +195,9 @@ class SQLiteStore(DurableStore):
                 if batch.purge is not None:
                     ended = batch.purge.isoformat(" ")
                     connection.execute("DELETE FROM quiv_jobs WHERE ended_at < ?", (ended,))
+                    # Claims that old guard nothing: next_due has long moved past them.
+                    before = int(batch.purge.timestamp() * 1_000_000)
+                    connection.execute("DELETE FROM quiv_claims WHERE due < ?", (before,))
                 known = batch.known
                 polled = None if known is None else read_poll(connection, known, worker)
                 connection.execute("COMMIT")

@@ -49,7 +49,7 @@ _ADOPT_SQL = (
 _UPDATE_SQL = (
     "UPDATE quiv_tasks SET "
     + ", ".join(f"{name} = ?" for name in TASK_STORED if name != "id")
-    + ", paused = ? WHERE id = ?"
+    + " WHERE id = ?"
 )
 _JOB_WRITTEN = (*JOB_COLUMNS, *JOB_EXTRA, "lease_until")
 _JOB_UPSERT_SQL = (
