@@ -49,6 +49,7 @@ from ._inbox import Inbox
 from ._jobpolicy import retry_delay
 from ._models import Event, Job, JobStatus
 from ._registry import JobEntry, Registry, TaskEntry, job_from_row, missed_reason
+from ._snapshots import Snapshots
 from ._store import Store
 from ._triggers import Moment, jitter_delay, settle_overdue
 from ._types import Listener
@@ -186,6 +187,7 @@ class Engine:
         self.clock = clock
         self.logger = logger
         self.registry = Registry()
+        self._snapshots = Snapshots(self.registry)
         self.listeners: dict[Event, list[Listener]] = {event: [] for event in Event}
         #: ``callback(task, job, payload)`` for every job's progress (``add_progress_listener``).
         self.progress_listeners: list[Listener] = []
@@ -269,6 +271,7 @@ class Engine:
         task_group.start_soon(self.inbox.run, name="quiv-inbox")
         task_group.start_soon(self._service, self.dispatcher.run, name="quiv-dispatcher")
         task_group.start_soon(self._service, self.store.run, name="quiv-store-writer")
+        task_group.start_soon(self._snapshots.run, name="quiv-snapshots")
         task_group.start_soon(self._scheduler_loop, name="quiv-scheduler")
 
     async def stop(self, shutdown_timeout: float) -> None:
@@ -387,6 +390,8 @@ class Engine:
         if task.trigger.wall_clock:
             self._wall_tasks += 1
         self._schedule(task, task.timeline.start(now, delay))
+        if not task.one_shot:
+            self.registry.want_snapshot(task)  # made ahead, for reads from other threads
         self.store.save_task(task)
         self.emit_task(Event.TASK_ADDED, task)
         first_run = task.next_run_at
@@ -403,6 +408,7 @@ class Engine:
         """
         now = self.now()
         task.redefined()
+        self.registry.stale(task)
         if retimed:
             task.owed.clear()
             if task.due is not None:
@@ -452,7 +458,7 @@ class Engine:
     def resume(self, task: TaskEntry, delay: float) -> None:
         now = self.now()
         task.paused = False
-        task.snapshot = None
+        self.registry.stale(task)
         if not task.jobs:
             self._schedule(task, task.timeline.start(now, delay))
         elif task.running and task.queued is None:
@@ -786,7 +792,7 @@ class Engine:
             else:  # elapsed time is unaffected: only the shown wall time moves
                 task.slot = Moment.at_mono(slot.mono, now)
                 task.next_run_at = task.slot.wall
-                task.snapshot = None
+                registry.stale(task)
         self.logger.info(
             "quiv noticed the wall clock jump by %+.3fs; re-planned %d wall-clock task(s)",
             jump,
