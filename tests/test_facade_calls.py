@@ -229,3 +229,43 @@ def test_get_job_of_an_ended_job_is_answered_while_the_loop_is_busy(
     assert answered_first, "get_job waited for the busy loop"
     assert [job.id for job in jobs] == wanted
     assert all(job.status is JobStatus.COMPLETED and job.ended_at for job in jobs)
+
+
+def test_get_task_and_get_all_tasks_are_answered_while_the_loop_is_busy() -> None:
+    """Snapshots of new repeating tasks are made ahead, so reads from other
+    threads need not wait for the loop."""
+    loop_busy, release = threading.Event(), threading.Event()
+    watchdog = threading.Timer(DEADLINE, release.set)  # a regression must not hang the suite
+
+    async def hog_the_loop() -> None:
+        loop_busy.set()
+        release.wait()  # blocks the scheduler's loop on purpose
+
+    with Quiv() as scheduler:
+        ids = [scheduler.add_task(f"t{i}", noop, interval=LONG, delay=LONG) for i in range(50)]
+        registry = scheduler._core._engine.registry
+        deadline = time.monotonic() + DEADLINE
+
+        def made() -> bool:
+            return all(
+                task_id in registry.tasks and registry.tasks[task_id].snapshot is not None
+                for task_id in ids
+            )
+
+        while not made() and time.monotonic() < deadline:
+            time.sleep(0.001)  # the snapshots are made a few milliseconds after the adds
+        assert made()
+        # Run-once, so get_all_tasks() leaves it out: its snapshot changed when it started.
+        scheduler.add_task("hog", hog_the_loop, interval=LONG, run_once=True)
+        assert loop_busy.wait(DEADLINE)
+        watchdog.start()
+        try:
+            one = scheduler.get_task(ids[0])
+            every = scheduler.get_all_tasks()
+            answered_first = not release.is_set()
+        finally:
+            release.set()
+            watchdog.cancel()
+    assert answered_first, "the reads waited for the busy loop"
+    assert one.id == ids[0] and one.status is TaskStatus.ACTIVE
+    assert [task.id for task in every] == ids

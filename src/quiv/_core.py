@@ -409,7 +409,10 @@ class AsyncQuiv:
         if self._state is _State.CLOSED or not self._engine.inbox.settled():
             return None
         task = self._engine.registry.tasks.get(task_id)
-        return None if task is None else task.snapshot
+        if task is None:
+            return None
+        task.watched = True  # its snapshot is kept made from now on
+        return task.snapshot
 
     def _peek_job(self, job_id: str) -> Job | None:
         """``get_job`` answered in the calling thread, if the job has ended (see
@@ -423,9 +426,12 @@ class AsyncQuiv:
         if self._state is _State.CLOSED or not self._engine.inbox.settled():
             return None
         tasks = list(self._engine.registry.tasks.values())  # one step: the loop cannot interleave
-        snapshots = [task.snapshot for task in tasks if include_run_once or not task.one_shot]
+        chosen = [task for task in tasks if include_run_once or not task.one_shot]
+        snapshots = [task.snapshot for task in chosen]
         if any(snapshot is None for snapshot in snapshots):
             return None
+        for task in chosen:
+            task.watched = True  # their snapshots are kept made from now on
         return snapshots  # type: ignore[return-value]  # no None left
 
     def _decide_add(self, task: TaskEntry, wait: float, deferred: bool) -> tuple[str, _Effect]:
@@ -907,7 +913,9 @@ class AsyncQuiv:
             TaskNotFoundError: if no task has this id.
         """
         self._check_usable()
-        return self._engine.registry.task(check_id(task_id, "task_id")).to_model()
+        task = self._engine.registry.task(check_id(task_id, "task_id"))
+        task.watched = True  # its snapshot is kept made from now on (see _snapshots)
+        return task.to_model()
 
     async def get_job(self, job_id: str) -> Job:
         """Return a snapshot of one job, live or within the retention window.
@@ -934,12 +942,15 @@ class AsyncQuiv:
         self._check_usable()
         if task_name is not None and not isinstance(task_name, str):
             raise ConfigurationError(f"task_name must be a str or None, got {task_name!r}")
-        return [
-            task.to_model()
+        chosen = [
+            task
             for task in self._engine.registry.tasks.values()
             if (include_run_once or not task.one_shot)
             and (task_name is None or task.name == task_name)
         ]
+        for task in chosen:
+            task.watched = True  # their snapshots are kept made from now on
+        return [task.to_model() for task in chosen]
 
     async def get_all_jobs(
         self,

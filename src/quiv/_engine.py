@@ -51,6 +51,7 @@ from ._jobpolicy import retry_delay
 from ._models import Event, Job, JobStatus
 from ._registry import JobEntry, Registry, TaskEntry, job_from_row, missed_reason
 from ._shared import SharedSchedule
+from ._snapshots import Snapshots
 from ._stores import DurableStore, StoreOptions, open_store, worker_name
 from ._triggers import Moment, jitter_delay, settle_overdue
 from ._types import Listener
@@ -196,6 +197,7 @@ class Engine:
         self.clock = clock
         self.logger = logger
         self.registry = Registry()
+        self._snapshots = Snapshots(self.registry)
         self.listeners: dict[Event, list[Listener]] = {event: [] for event in Event}
         #: ``callback(task, job, payload)`` for every job's progress (``add_progress_listener``).
         self.progress_listeners: list[Listener] = []
@@ -285,6 +287,7 @@ class Engine:
         task_group.start_soon(self.inbox.run, name="quiv-inbox")
         task_group.start_soon(self._service, self.dispatcher.run, name="quiv-dispatcher")
         task_group.start_soon(self._service, self.store.run, name="quiv-store-writer")
+        task_group.start_soon(self._snapshots.run, name="quiv-snapshots")
         task_group.start_soon(self._scheduler_loop, name="quiv-scheduler")
 
     async def stop(self, shutdown_timeout: float) -> None:
@@ -406,6 +409,8 @@ class Engine:
             self.shared.add(task, now, delay)  # scheduled once the store has adopted it
         else:
             self._schedule(task, task.timeline.start(now, delay))
+        if not task.one_shot:
+            self.registry.want_snapshot(task)  # made ahead, for reads from other threads
         self.store.save_task(task)
         self.emit_task(Event.TASK_ADDED, task)
         first_run = task.next_run_at
@@ -422,6 +427,7 @@ class Engine:
         """
         now = self.now()
         task.redefined()
+        self.registry.stale(task)
         if retimed:
             task.owed.clear()
             if task.due is not None:
@@ -477,7 +483,7 @@ class Engine:
     def resume(self, task: TaskEntry, delay: float) -> None:
         now = self.now()
         task.paused = False
-        task.snapshot = None
+        self.registry.stale(task)
         if self.shared is not None:
             self.shared.resume(task, now, delay)
         elif not task.jobs:
@@ -645,6 +651,8 @@ class Engine:
         self.registry.tasks[task.id] = task
         if task.trigger.wall_clock:
             self._wall_tasks += 1
+        if not task.one_shot:
+            self.registry.want_snapshot(task)  # made ahead, for reads from other threads
         self.emit_task(Event.TASK_ADDED, task)
 
     def schedule_at(self, task: TaskEntry, slot: Moment) -> None:
@@ -855,7 +863,7 @@ class Engine:
             else:  # elapsed time is unaffected: only the shown wall time moves
                 task.slot = Moment.at_mono(slot.mono, now)
                 task.next_run_at = task.slot.wall
-                task.snapshot = None
+                registry.stale(task)
         self.logger.info(
             "quiv noticed the wall clock jump by %+.3fs; re-planned %d wall-clock task(s)",
             jump,

@@ -125,6 +125,7 @@ class TaskEntry:
     resume_at: float | None = None  # resume arrived while a job was running
     version: int = 0
     snapshot: Task | None = None
+    watched: bool = False  # read at least once: its snapshot is kept made (see _snapshots)
     #: The public fields that only ``update_task`` changes, as values and as a
     #: database row: rendered once, not on every run (see ``redefined``).
     fixed: dict[str, Any] | None = None
@@ -317,6 +318,22 @@ class Registry:
         self._heap: list[tuple[float, int, int, TaskEntry]] = []
         self.jobs_created = 0
         self._seq = 0
+        #: Tasks whose snapshot a read will want, to be made ahead (see ``_snapshots``).
+        self.unsnapped: dict[str, TaskEntry] = {}
+        self.on_unsnapped: Callable[[], None] | None = None
+
+    # -- snapshots -----------------------------------------------------------
+
+    def stale(self, task: TaskEntry) -> None:
+        """``task`` changed: drop its snapshot, and have it made again if it is read."""
+        task.snapshot = None
+        if task.watched:
+            self.want_snapshot(task)
+
+    def want_snapshot(self, task: TaskEntry) -> None:
+        if not self.unsnapped and self.on_unsnapped is not None:
+            self.on_unsnapped()
+        self.unsnapped[task.id] = task
 
     # -- lookups -------------------------------------------------------------
 
@@ -344,7 +361,7 @@ class Registry:
         task.slot_jitter = jitter
         task.due_is_slot = on_cadence
         task.next_run_at = slot.wall
-        task.snapshot = None
+        self.stale(task)
         self._seq += 1
         heapq.heappush(self._heap, (task.due, self._seq, task.version, task))
 
@@ -352,7 +369,7 @@ class Registry:
         task.version += 1
         task.due = None
         task.slot = None
-        task.snapshot = None
+        self.stale(task)
 
     def scheduled(self) -> Iterator[TaskEntry]:
         """Every task that is on the heap now."""
@@ -393,7 +410,7 @@ class Registry:
             started_at=slot.wall,
         )
         self.jobs[job_id] = job
-        task.snapshot = None
+        self.stale(task)
         return job
 
     def create_job(self, task: TaskEntry, job_id: str, now: Moment) -> JobEntry:
@@ -452,7 +469,7 @@ class Registry:
         elif job.retry_of is not None:
             task.retries.remove(job)
         task.running.append(job)
-        task.snapshot = None
+        self.stale(task)
         if job.on_cadence:
             # A first run anchors a grid on its due time: its jitter is not the grid's.
             jitter = job.jitter
@@ -502,7 +519,7 @@ class Registry:
         # (see ``Engine.ended_job_model``), and a final record never changes again.
         job.status = status
         self.finished.append(job)
-        job.task.snapshot = None
+        self.stale(job.task)
 
     def discard_queued(self, job: JobEntry) -> None:
         """Take a ``scheduled`` job off the ready queue (it will be finished as cancelled)."""

@@ -255,7 +255,7 @@ class SharedSchedule:
                     engine.pause(task, announce=False)
                     continue
                 task.paused = False
-                task.snapshot = None
+                engine.registry.stale(task)
                 engine.emit_task(Event.TASK_RESUMED, task)
                 self._due[task.id] = state.next_due
                 self._follow(task, state.next_due)
