@@ -336,3 +336,20 @@ async def test_history_retention_purges_old_jobs_and_claims(store: str) -> None:
             while query(store, "SELECT COUNT(*) FROM quiv_claims") != [(0,)]:  # noqa: ASYNC110 - the database
                 await anyio.sleep(0.05)
         assert query(store, "SELECT COUNT(*) FROM quiv_jobs") == [(0,)]
+
+
+async def test_a_run_once_task_added_again_after_its_run_does_not_run_twice(store: str) -> None:
+    runs.clear()
+    async with AsyncQuiv(store=store) as first:
+        await first.add_task(
+            "setup", remember, interval=LONG, run_once=True, args=("setup",), task_id="setup"
+        )
+        await _wait_for_runs("setup", 1)
+    async with AsyncQuiv(store=store) as second:  # a restart adds it again, from code
+        await second.add_task(
+            "setup", remember, interval=LONG, run_once=True, args=("setup",), task_id="setup"
+        )
+        with anyio.fail_after(DEADLINE):
+            while await second.get_all_tasks(include_run_once=True):  # noqa: ASYNC110 - the database
+                await anyio.sleep(0.01)
+    assert runs == [("setup", None)]

@@ -625,8 +625,10 @@ class AsyncQuiv:
 
         Raises:
             ConfigurationError: for any invalid argument, or unless exactly one
-                of ``interval``, ``cron``, ``run_at`` and ``trigger`` is given;
-                nothing is scheduled.
+                of ``interval``, ``cron``, ``run_at`` and ``trigger`` is given,
+                or if ``task_id`` is already in use here; nothing is scheduled.
+            HandlerRegistrationError: with a durable store, if ``func`` cannot be
+                imported by name or the arguments cannot be stored.
             InvalidTimezoneError: if ``timezone`` is unknown.
             SchedulerClosedError: after shutdown.
         """

@@ -507,7 +507,8 @@ class Engine:
             self._cut(job, "force")
         return True
 
-    def remove(self, task: TaskEntry) -> None:
+    def remove(self, task: TaskEntry, *, keep_row: bool = False) -> None:
+        """Remove ``task`` here; from the store too unless ``keep_row`` (a finished one-shot)."""
         self.registry.remove_task(task)
         if task.trigger.wall_clock:
             self._wall_tasks -= 1
@@ -516,7 +517,8 @@ class Engine:
                 self.cancel_queued(job, "its task was removed before it started")
             else:
                 job.request_stop()
-        self.store.delete_task(task.id)
+        if not keep_row:
+            self.store.delete_task(task.id)
         if self.shared is not None:
             self.shared.forget(task.id)
         self.emit_task(Event.TASK_REMOVED, task)
@@ -1132,7 +1134,9 @@ class Engine:
         if task.removed:
             pass
         elif task.one_shot and task.consumed and not task.jobs and not task.retries:
-            self.remove(task)
+            # A durable store keeps the row (no next due time): the task ran, and
+            # adding it again with its id (a restart) must not run it again.
+            self.remove(task, keep_row=self.shared is not None)
         else:
             self._plan(task, now, ended=True)
             self.store.save_task(task)

@@ -17,6 +17,7 @@ already holds for that id (a restart, or another process that added it first).
 from __future__ import annotations
 
 import functools
+import json
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,14 @@ def next_due(task: TaskEntry, due: int, now: int) -> int | None:
     if instant is not None and coalesce and micros(instant) <= now:
         instant = after(wall_of(now))
     return None if instant is None else micros(instant)
+
+
+def _repeats(row: tuple[Any, ...]) -> bool:
+    """Whether a stored task row (``foreign`` order) is of a task that repeats."""
+    fields = json.loads(row[6])
+    return not fields["run_once"] and (
+        fields["interval_seconds"] is not None or bool(fields["cron"])
+    )
 
 
 class SharedSchedule:
@@ -168,6 +177,9 @@ class SharedSchedule:
         self._due[task.id] = state.next_due
         if task.removed:
             return
+        if state.next_due is None and task.one_shot and not task.jobs:
+            self._engine.remove(task, keep_row=True)  # it ran already (a restart)
+            return
         if state.paused and not task.paused:
             self._engine.pause(task, announce=False)
             return
@@ -193,7 +205,7 @@ class SharedSchedule:
         elif outcome is Outcome.MISSED:
             engine.record_missed(task, slot, now)
         if task.one_shot and outcome is not Outcome.RUN and not task.jobs and not task.retries:
-            engine.remove(task)  # its one run was another process's
+            engine.remove(task, keep_row=True)  # its one run was another process's
             return
         if task.due is None or task.due_is_slot:
             self._follow(task, result.state.next_due)
@@ -266,6 +278,9 @@ class SharedSchedule:
     def _adopt_foreign(self, row: tuple[Any, ...], state: TaskState) -> None:
         """Take on a task another process added, with the run state the store holds."""
         engine = self._engine
+        if state.next_due is None and not _repeats(row):
+            self._removed.add(row[0])  # a one-shot that ran already: nothing to take on
+            return
         try:
             task = foreign_task(row, engine.config.tz, engine.clock.now(), self.store.allow_pickle)
         except Exception as exc:
