@@ -11,6 +11,7 @@ import itertools
 import os
 import sqlite3
 import stat
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -353,3 +354,18 @@ async def test_a_run_once_task_added_again_after_its_run_does_not_run_twice(stor
             while await second.get_all_tasks(include_run_once=True):  # noqa: ASYNC110 - the database
                 await anyio.sleep(0.01)
     assert runs == [("setup", None)]
+
+
+def test_the_sync_facade_shares_a_durable_schedule(store: str) -> None:
+    runs.clear()
+    with Quiv(store=store) as scheduler:
+        assert scheduler.add_task("s", remember, interval=LONG, args=("s",), task_id="s") == "s"
+        deadline = time.monotonic() + DEADLINE
+        while not (jobs := scheduler.get_all_jobs(status="completed")):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    [job] = jobs
+    assert job.worker is not None and job.worker.endswith(f"/{os.getpid()}")
+    with Quiv(store=store) as again:  # a restart: the stored history is read back
+        assert [old.id for old in again.get_all_jobs(status="completed")] == [job.id]
+    assert runs == [("s", None)]
