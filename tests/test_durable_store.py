@@ -369,3 +369,18 @@ def test_the_sync_facade_shares_a_durable_schedule(store: str) -> None:
     with Quiv(store=store) as again:  # a restart: the stored history is read back
         assert [old.id for old in again.get_all_jobs(status="completed")] == [job.id]
     assert runs == [("s", None)]
+
+
+async def test_a_new_trigger_moves_the_stored_schedule(store: str) -> None:
+    runs.clear()
+    async with AsyncQuiv(store=store) as scheduler:
+        await scheduler.add_task("r", remember, interval=LONG, delay=LONG, args=("r",), task_id="r")
+        await scheduler._store.flush()
+        await scheduler.update_task("r", interval=0.2)
+        await _wait_for_runs("r", 3)  # due at once, then every 0.2 s
+        await scheduler.pause_task("r")
+        await scheduler._store.flush()
+        [(due,)] = query(store, "SELECT next_due FROM quiv_tasks WHERE id = 'r'")
+    [(latest,)] = query(store, "SELECT MAX(due) FROM quiv_claims WHERE task_id = 'r'")
+    assert isinstance(due, int) and isinstance(latest, int)
+    assert due > latest and (due - latest) % 200_000 == 0  # the stored cadence is the new one

@@ -432,7 +432,9 @@ class Engine:
             task.owed.clear()
             if task.due is not None:
                 self.registry.unschedule(task)
-            if not task.paused and not task.jobs:
+            if self.shared is not None:
+                self.shared.retimed(task, now)  # the store's next due time, for every process
+            elif not task.paused and not task.jobs:
                 self._schedule(task, task.timeline.start(now, 0.0))
         self._plan(task, now, ended=False)  # e.g. a larger max_instances allows a run now
         self.store.save_task(task)

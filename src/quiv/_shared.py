@@ -170,6 +170,15 @@ class SharedSchedule:
         self._due[task.id] = due
         self._follow(task, due)
 
+    def retimed(self, task: TaskEntry, now: Moment) -> None:
+        """``update_task`` gave ``task`` a new trigger: plan it afresh, in the store."""
+        slot = task.timeline.start(now, 0.0)
+        due = None if slot is None else micros(slot.wall)
+        self.store.replan(Replan(task.id, due))
+        self._due[task.id] = due
+        if not task.jobs:
+            self._follow(task, due)
+
     # -- answers from the store -------------------------------------------------
 
     def _adopted(self, task: TaskEntry, state: TaskState) -> None:
