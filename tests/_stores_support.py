@@ -2,8 +2,9 @@
 
 The PostgreSQL tests need a server: set ``QUIV_TEST_POSTGRES_URL`` (for example
 ``postgresql://postgres@127.0.0.1:5432/test``); without it they are skipped.
-Each test starts from empty tables (they are dropped first), so the database
-must be one for tests only.
+Each test session works in a database of its own, created on that server for
+the session and dropped after it (CI runs test sessions side by side), and
+each test starts from empty tables.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import asyncio
 import concurrent.futures
 import os
 import sqlite3
+import uuid
 from contextlib import closing
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -47,6 +50,18 @@ async def _postgres(url: str, sql: str, parameters: tuple[Any, ...]) -> list[tup
         return [tuple(row) for row in await connection.fetch(sql, *parameters)]
     finally:
         await connection.close()
+
+
+def private_database(url: str) -> tuple[str, str]:
+    """Create a database for this session on ``url``'s server; its URL and its name."""
+    name = f"quiv_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    query(url, f'CREATE DATABASE "{name}"')
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}")), name
+
+
+def drop_database(url: str, name: str) -> None:
+    query(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def query(url: str, sql: str, *parameters: Any) -> list[tuple[Any, ...]]:
