@@ -75,6 +75,9 @@ def _sql_time(value: datetime) -> str:
     return value.isoformat(" ")
 
 
+_AS_IS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def _sql_value(value: object) -> object:
     if isinstance(value, enum.Enum):
         return value.value
@@ -179,7 +182,8 @@ class TaskEntry:
         # From the snapshot if there is one: cheaper than gathering the values again.
         values = self.values() if self.snapshot is None else dict(self.snapshot.__dict__)
         values["args"], values["kwargs"] = self.args_blob, self.kwargs_blob
-        return tuple(_sql_value(values[name]) for name in TASK_COLUMNS)
+        # Both dicts are in column order; most values go into the row as they are.
+        return tuple([v if type(v) in _AS_IS else _sql_value(v) for v in values.values()])
 
 
 def resolved_zone_name(trigger: Trigger, zone: tzinfo | None, default: tzinfo) -> str:
