@@ -38,3 +38,24 @@ async def test_snapshots_are_made_ahead_for_new_and_read_tasks_only(
         await anyio.wait_all_tasks_blocked()
         again = registry.tasks[once].snapshot  # listed, so read: kept made as well
         assert again is not None and again.status is TaskStatus.PAUSED
+
+
+async def test_task_values_come_in_column_order_for_every_kind_of_trigger() -> None:
+    """Rows and snapshots are built from ``values()`` in ``TASK_COLUMNS`` order."""
+    from datetime import datetime, timedelta, timezone
+
+    from quiv import Cron
+    from quiv._registry import TASK_COLUMNS
+
+    async with AsyncQuiv() as scheduler:
+        ids = [
+            await scheduler.add_task("every", noop, 60, delay=60),
+            await scheduler.add_task("cron", noop, trigger=Cron("0 * * * *")),
+            await scheduler.add_task(
+                "at", noop, run_at=datetime.now(timezone.utc) + timedelta(hours=1)
+            ),
+        ]
+        for task_id in ids:
+            entry = scheduler._engine.registry.tasks[task_id]
+            assert tuple(entry.values()) == TASK_COLUMNS
+            assert entry.values() == (await scheduler.get_task(task_id)).model_dump()

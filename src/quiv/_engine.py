@@ -51,7 +51,7 @@ from ._jobpolicy import retry_delay
 from ._models import Event, Job, JobStatus
 from ._registry import JobEntry, Registry, TaskEntry, job_from_row, missed_reason
 from ._shared import SharedSchedule
-from ._snapshots import Snapshots
+from ._snapshots import SNAPSHOTS_AHEAD, Snapshots
 from ._stores import DurableStore, StoreOptions, open_store, worker_name
 from ._triggers import Moment, jitter_delay, settle_overdue
 from ._types import Listener
@@ -409,7 +409,7 @@ class Engine:
             self.shared.add(task, now, delay)  # scheduled once the store has adopted it
         else:
             self._schedule(task, task.timeline.start(now, delay))
-        if not task.one_shot:
+        if not task.one_shot and len(self.registry.tasks) <= SNAPSHOTS_AHEAD:
             self.registry.want_snapshot(task)  # made ahead, for reads from other threads
         self.store.save_task(task)
         self.emit_task(Event.TASK_ADDED, task)
@@ -426,7 +426,6 @@ class Engine:
         planned from the new trigger when it ends.
         """
         now = self.now()
-        task.redefined()
         self.registry.stale(task)
         if retimed:
             task.owed.clear()
@@ -655,7 +654,7 @@ class Engine:
         self.registry.tasks[task.id] = task
         if task.trigger.wall_clock:
             self._wall_tasks += 1
-        if not task.one_shot:
+        if not task.one_shot and len(self.registry.tasks) <= SNAPSHOTS_AHEAD:
             self.registry.want_snapshot(task)  # made ahead, for reads from other threads
         self.emit_task(Event.TASK_ADDED, task)
 

@@ -32,8 +32,6 @@ __all__ = ["JOB_COLUMNS", "TASK_COLUMNS", "JobEntry", "Registry", "TaskEntry", "
 
 #: The stored task row's columns: the public model's fields, one list for both.
 TASK_COLUMNS = tuple(Task.model_fields)
-_STATUS_COLUMN = TASK_COLUMNS.index("status")
-_NEXT_RUN_COLUMN = TASK_COLUMNS.index("next_run_at")
 JOB_COLUMNS = (
     "id",
     "task_id",
@@ -78,6 +76,9 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
 def _sql_time(value: datetime) -> str:
     # UTC, in the text form SQLAlchemy's SQLite DATETIME type reads back.
     return value.isoformat(" ")
+
+
+_AS_IS = frozenset({str, int, float, bool, bytes, type(None)})
 
 
 def _sql_value(value: object) -> object:
@@ -126,10 +127,6 @@ class TaskEntry:
     version: int = 0
     snapshot: Task | None = None
     watched: bool = False  # read at least once: its snapshot is kept made (see _snapshots)
-    #: The public fields that only ``update_task`` changes, as values and as a
-    #: database row: rendered once, not on every run (see ``redefined``).
-    fixed: dict[str, Any] | None = None
-    fixed_row: tuple[Any, ...] | None = None
     job_policy: JobPolicy = DEFAULT_JOB_POLICY  # frozen, so one shared default is safe
     #: Retries not started yet: waiting out their backoff, or queued for the pool.
     retries: list[JobEntry] = field(default_factory=list)
@@ -155,28 +152,21 @@ class TaskEntry:
         return TaskStatus.ACTIVE
 
     def values(self) -> dict[str, Any]:
-        """The task's public fields, in ``TASK_COLUMNS`` order."""
-        fixed = self.fixed
-        if fixed is None:
-            fixed = self.fixed = self._fixed_values()
-        values = dict(fixed)  # keeps the column order: status and next_run_at are in it
-        values["status"] = self.status
-        values["next_run_at"] = self.next_run_at
-        return values
-
-    def _fixed_values(self) -> dict[str, Any]:
-        policy, job_policy = self.policy, self.job_policy
-        values = {
+        """The task's public fields, in ``TASK_COLUMNS`` order (a test holds it to that)."""
+        policy, job_policy, rule = self.policy, self.job_policy, self.trigger.fields()
+        return {
             "id": self.id,
             "task_name": self.name,
             "args": self.args_copy,
             "kwargs": self.kwargs_copy,
-            "fixed_interval": self.fixed_interval,
-            **self.trigger.fields(),
+            "interval_seconds": rule["interval_seconds"],
+            "fixed_interval": rule.get("fixed_interval", self.fixed_interval),
             "run_once": self.one_shot,
-            "status": None,  # changes as the task runs: see values()
-            "next_run_at": None,
+            "status": self.status,
+            "next_run_at": self.next_run_at,
             "trigger": self.trigger.describe(),
+            "cron": rule["cron"],
+            "run_at": rule["run_at"],
             "timezone": self.display_zone,
             "jitter": policy.jitter,
             "misfire_grace": policy.misfire_grace,
@@ -187,11 +177,6 @@ class TaskEntry:
             "retry_backoff_max": job_policy.retry_backoff_max,
             "timeout": job_policy.timeout,
         }
-        return {name: values[name] for name in TASK_COLUMNS}
-
-    def redefined(self) -> None:
-        """Forget what was rendered from the definition (``update_task`` changed it)."""
-        self.fixed = self.fixed_row = self.snapshot = None
 
     def to_model(self) -> Task:
         if self.snapshot is None:
@@ -200,15 +185,11 @@ class TaskEntry:
 
     def to_row(self) -> tuple[Any, ...]:
         """The task as a database row, in ``TASK_COLUMNS`` order (arguments pickled)."""
-        fixed = self.fixed_row
-        if fixed is None:
-            values = self.values()
-            values["args"], values["kwargs"] = self.args_blob, self.kwargs_blob
-            fixed = self.fixed_row = tuple(_sql_value(values[name]) for name in TASK_COLUMNS)
-        row = list(fixed)
-        row[_STATUS_COLUMN] = self.status.value
-        row[_NEXT_RUN_COLUMN] = _sql_time(self.next_run_at)
-        return tuple(row)
+        # From the snapshot if there is one: cheaper than gathering the values again.
+        values = self.values() if self.snapshot is None else dict(self.snapshot.__dict__)
+        values["args"], values["kwargs"] = self.args_blob, self.kwargs_blob
+        # Both dicts are in column order; most values go into the row as they are.
+        return tuple([v if type(v) in _AS_IS else _sql_value(v) for v in values.values()])
 
 
 def resolved_zone_name(trigger: Trigger, zone: tzinfo | None, default: tzinfo) -> str:

@@ -632,7 +632,12 @@ class Store:
         from . import _store_tables as tables  # loaded already, off the loop
 
         engine = tables.create_async_engine(
-            f"sqlite+aiosqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_SECONDS}
+            f"sqlite+aiosqlite:///{path}",
+            connect_args={"timeout": BUSY_TIMEOUT_SECONDS},
+            # Every use is an ``engine.begin()`` block, which commits or rolls back
+            # itself: a rollback when the connection goes back to the pool would be
+            # one more trip to the driver's thread per transaction, for nothing.
+            pool_reset_on_return=None,
         )
 
         @tables.sa.event.listens_for(engine.sync_engine, "connect")
