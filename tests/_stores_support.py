@@ -36,7 +36,8 @@ def store_url(backend: str, tmp_path: Path) -> str:
     if not url:
         pytest.skip(
             f"PostgreSQL store tests need a server: set {POSTGRES_ENV}, e.g. "
-            "postgresql://postgres@127.0.0.1:5432/test (its quiv_* tables are dropped)"
+            "postgresql://postgres@127.0.0.1:5432/test (each test session creates a database "
+            "of its own there, and drops it)"
         )
     query(url, f"DROP TABLE IF EXISTS {', '.join(_TABLES)}")
     return url

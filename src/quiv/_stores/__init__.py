@@ -2,8 +2,9 @@
 
 ``StoreBackend`` is what the engine needs of any of them. The private temporary
 store (``store=None``) is the seed's, unchanged; a durable store
-(``store="sqlite:///..."``) is also a ``SharedStore``: several processes share
-its schedule, and each due occurrence is claimed by exactly one of them.
+(``store="sqlite:///..."`` or ``"postgresql://..."``) is a ``DurableStore``:
+several processes share its schedule, and each due occurrence is claimed by
+exactly one of them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from quiv._exceptions import ConfigurationError
 
 from ._durable import DurableStore
-from ._interface import Row, SharedStore, StoreBackend
+from ._interface import Row, StoreBackend
 from ._options import StoreOptions, store_options
 from ._sqlite import SQLiteStore
 from ._temporary import TemporaryStore, temporary_store
@@ -24,7 +25,6 @@ __all__ = [
     "DurableStore",
     "Row",
     "SQLiteStore",
-    "SharedStore",
     "StoreBackend",
     "StoreOptions",
     "TemporaryStore",

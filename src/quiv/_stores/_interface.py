@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["Row", "SharedStore", "StoreBackend"]
+__all__ = ["Row", "StoreBackend"]
 
 
 class Row(Protocol):
@@ -66,10 +66,3 @@ class StoreBackend(Protocol):
     def read_jobs(
         self, ended_since: datetime, status: str | None = None
     ) -> list[tuple[Any, ...]]: ...
-
-
-class SharedStore(StoreBackend, Protocol):
-    """A durable store several processes share (see ``_stores._shared``)."""
-
-    async def open(self) -> None:
-        """Create or check the database; raise a clear error if it cannot be used."""

@@ -1,18 +1,15 @@
 """The durable SQLite store (``store="sqlite:///path"``): one file, the processes of one machine.
 
-One background task (:meth:`SQLiteStore.run`) does all the database work, so no
-public method waits on the disk. Each round is one ``BEGIN IMMEDIATE``
-transaction, which takes SQLite's write lock first: adoptions of tasks, claims
-of due occurrences (see ``_sqlite_claims``), then the changes noted since the
-last round (job and task rows, written behind as in the private store). The
-answers reach the engine only once the transaction has committed.
-
-Every ``POLL_SECONDS`` the round also reads every task's run state, so a pause,
-resume, removal or a next due time set by another process is seen here within
-that bound: SQLite cannot notify other processes, and this short poll is the
-one place quiv polls. The file is WAL (readers never wait for the writer) with a
-``busy_timeout``, created 0600 in a directory only this user may write to. It
-relies on POSIX file locks: use it on a local disk, not over NFS.
+The rounds are the durable store's (``_durable``); each one is a single
+``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock before anything
+is read, run with the standard library's ``sqlite3`` in a worker thread, so the
+loop never waits on the disk (see ``_sqlite_claims`` for the statements).
+SQLite cannot notify other processes: every ``POLL_SECONDS`` a round also reads
+what they changed, the one place quiv polls. The file is WAL (readers never
+wait for the writer) with a ``busy_timeout``, created 0600 in a directory only
+this user may write to, and its schema version is checked. It relies on POSIX
+file locks: use it on a local disk, not over NFS. History reads are synchronous,
+from any thread, on a read-only connection per thread.
 """
 
 from __future__ import annotations
