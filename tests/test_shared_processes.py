@@ -148,3 +148,38 @@ def test_a_killed_workers_job_is_recorded_abandoned_and_retried_on_a_survivor(
         for process in processes.values():
             process.kill()
             process.communicate()
+
+
+def _run_all(options: dict[str, object], count: int) -> None:
+    processes = [_spawn(options) for _ in range(count)]
+    errors = [process.communicate(timeout=60)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0] * count, errors
+
+
+def test_stop_all_and_restart_all_goes_on_from_the_stored_schedule(
+    store: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "runs"
+    out.mkdir()
+    tasks, interval = 5, 0.3
+    first_go = time.time() + START_UP
+    first_stop = first_go + 2.0
+    options = {"store": store, "out": str(out), "tasks": tasks, "interval": interval}
+    _run_all({**options, "go": first_go, "stop": first_stop}, 2)
+    time.sleep(4 * interval)  # everything down: due times pass with nobody to run them
+    restarted = time.time() + START_UP
+    _run_all({**options, "go": restarted, "stop": restarted + 2.0}, 2)
+    for number in range(tasks):
+        runs = [when for when, _ in _runs(out / f"task-{number}.txt")]
+        before = [when for when in runs if when < first_stop]
+        after = [when for when in runs if when > first_stop]
+        assert before and after, number
+        # Down time: the due times missed are coalesced into one run at the restart,
+        # not replayed, and from then on the runs keep the first life's cadence.
+        assert after[0] - before[-1] >= 4 * interval
+        grid = [round((when - before[0]) / interval) for when in before + after[1:]]
+        assert len(grid) == len(set(grid)), (number, runs)  # none twice
+        assert all(
+            abs(when - before[0] - step * interval) < interval / 3
+            for when, step in zip(before + after[1:], grid, strict=True)
+        ), runs
