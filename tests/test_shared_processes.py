@@ -150,10 +150,12 @@ def test_a_killed_workers_job_is_recorded_abandoned_and_retried_on_a_survivor(
             process.communicate()
 
 
-def _run_all(options: dict[str, object], count: int) -> None:
+def _run_all(options: dict[str, object], count: int) -> set[int]:
+    """Run ``count`` processes until they exit; their pids."""
     processes = [_spawn(options) for _ in range(count)]
     errors = [process.communicate(timeout=60)[1] for process in processes]
     assert [process.returncode for process in processes] == [0] * count, errors
+    return {process.pid for process in processes}
 
 
 def test_stop_all_and_restart_all_goes_on_from_the_stored_schedule(
@@ -165,15 +167,14 @@ def test_stop_all_and_restart_all_goes_on_from_the_stored_schedule(
     first_go = time.time() + START_UP
     first_stop = first_go + 2.0
     options = {"store": store, "out": str(out), "tasks": tasks, "interval": interval}
-    _run_all({**options, "go": first_go, "stop": first_stop}, 2)
+    first_life = _run_all({**options, "go": first_go, "stop": first_stop}, 2)
     time.sleep(4 * interval)  # everything down: due times pass with nobody to run them
     restarted = time.time() + START_UP
     _run_all({**options, "go": restarted, "stop": restarted + 2.0}, 2)
     for number in range(tasks):
-        runs = [when for when, _ in _runs(out / f"task-{number}.txt")]
-        split = (first_stop + restarted) / 2  # inside the down time
-        before = [when for when in runs if when < split]
-        after = [when for when in runs if when > split]
+        runs = _runs(out / f"task-{number}.txt")
+        before = [when for when, pid in runs if pid in first_life]
+        after = [when for when, pid in runs if pid not in first_life]
         assert before and after, number
         # Down time: the due times missed are coalesced into one run at the restart,
         # not replayed, and from then on the runs keep the first life's cadence.
