@@ -629,6 +629,7 @@ class Store:
         path = self._directory / "quiv.sqlite3"
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
+        await anyio.to_thread.run_sync(_create_schema, path)
         from . import _store_tables as tables  # loaded already, off the loop
 
         engine = tables.create_async_engine(
@@ -643,19 +644,14 @@ class Store:
         @tables.sa.event.listens_for(engine.sync_engine, "connect")
         def _tune(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            # WAL lets readers (a debugging session, a test) look while we write;
-            # NORMAL sync is safe in WAL and the file is temporary anyway.
-            cursor.execute("PRAGMA journal_mode=WAL")
+            # NORMAL sync is safe in WAL (see _create_schema) and the file is
+            # temporary anyway.
             cursor.execute("PRAGMA synchronous=NORMAL")
             # Rows are appended and read back rarely: a small page cache is enough,
             # and it is memory the history would otherwise cost after all.
             cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             cursor.close()
 
-        async with engine.begin() as connection:
-            await connection.run_sync(
-                tables.metadata.create_all, tables=[tables.TASKS, tables.JOBS]
-            )
         self._engine = engine
         return engine
 
@@ -778,6 +774,26 @@ class _Reader:
 def _sql_time(value: datetime) -> str:
     # The text form the rows are written in (see ``_registry``).
     return value.isoformat(" ")
+
+
+def _create_schema(path: Path) -> None:
+    """Create the tables in the new file at ``path``, in WAL mode (in a worker thread).
+
+    Through a plain synchronous engine on the standard library's driver: one
+    trip to a thread in all, where the asynchronous engine makes one per
+    statement, and each of those waits long while the loop is busy. WAL lets
+    readers (the history reads, a debugging session) look while the writer
+    writes, and it is a property of the file: the writer's connections keep it.
+    """
+    from . import _store_tables as tables
+
+    engine = tables.sa.create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            tables.metadata.create_all(connection, tables=[tables.TASKS, tables.JOBS])
+    finally:
+        engine.dispose()
 
 
 def _load_tables() -> None:
