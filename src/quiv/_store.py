@@ -284,6 +284,7 @@ class Store:
         self._purge_before: datetime | None = None
         self._flushes: list[anyio.Event] = []
         self._stored_tasks: set[str] = set()  # ids committed to the database
+        self._tasks_in_flight: set[str] = set()  # ids of the task rows being written now
         self._kick: anyio.Event | None = None  # created by start(), on the loop
         self._closing: anyio.Event | None = None
         self._closed = False
@@ -382,9 +383,13 @@ class Store:
             self._wake_writer()
 
     def delete_task(self, task_id: str) -> None:
-        if not self._closed:
+        if self._closed:
+            return
+        if task_id in self._stored_tasks or task_id in self._tasks_in_flight:
             self._tasks[task_id] = None
             self._wake_writer()
+        else:  # never written, nor being written: there is no row to delete
+            self._tasks.pop(task_id, None)
 
     def save_job(self, job: Row) -> None:
         if not self._closed:
@@ -459,6 +464,7 @@ class Store:
         jobs, self._jobs = self._jobs, {}
         purge_before, self._purge_before = self._purge_before, None
         flushes, self._flushes = self._flushes, []
+        self._tasks_in_flight = set(tasks)
         try:
             tasks_left, jobs_left = await self._write(tasks, list(jobs.values()), purge_before)
         except Exception:
@@ -482,6 +488,7 @@ class Store:
             self._report_committed([])
             return False
         finally:
+            self._tasks_in_flight = set()
             for event in flushes:
                 event.set()
         if tasks_left or jobs_left:  # rows refused on their own: only they are retried
