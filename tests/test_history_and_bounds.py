@@ -543,3 +543,20 @@ async def test_closing_while_the_database_layer_loads_creates_no_database(
         assert scheduler._store.path is None
     finally:
         finish.set()
+
+
+async def test_tasks_removed_before_their_rows_were_written_leave_nothing_noted() -> None:
+    """A task that comes and goes unwritten needs no delete: with job rows always
+    waiting (task rows go after them), delete markers would pile up unbounded."""
+    async with AsyncQuiv() as scheduler:
+        store = scheduler._store
+        for i in range(100):
+            task_id = await scheduler.add_task(f"t{i}", noop, 3600, delay=3600)
+            await scheduler.remove_task(task_id)
+        assert store.backlog == 0
+        kept = await scheduler.add_task("kept", noop, 3600, delay=3600)
+        await store.flush()
+        await scheduler.remove_task(kept)  # written: its row must go
+        assert store.backlog == 1
+        await store.flush()
+        assert await store.read_rows("tasks") == []

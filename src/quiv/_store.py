@@ -284,6 +284,7 @@ class Store:
         self._purge_before: datetime | None = None
         self._flushes: list[anyio.Event] = []
         self._stored_tasks: set[str] = set()  # ids committed to the database
+        self._tasks_in_flight: set[str] = set()  # ids of the task rows being written now
         self._kick: anyio.Event | None = None  # created by start(), on the loop
         self._closing: anyio.Event | None = None
         self._closed = False
@@ -382,9 +383,13 @@ class Store:
             self._wake_writer()
 
     def delete_task(self, task_id: str) -> None:
-        if not self._closed:
+        if self._closed:
+            return
+        if task_id in self._stored_tasks or task_id in self._tasks_in_flight:
             self._tasks[task_id] = None
             self._wake_writer()
+        else:  # never written, nor being written: there is no row to delete
+            self._tasks.pop(task_id, None)
 
     def save_job(self, job: Row) -> None:
         if not self._closed:
@@ -459,6 +464,7 @@ class Store:
         jobs, self._jobs = self._jobs, {}
         purge_before, self._purge_before = self._purge_before, None
         flushes, self._flushes = self._flushes, []
+        self._tasks_in_flight = set(tasks)
         try:
             tasks_left, jobs_left = await self._write(tasks, list(jobs.values()), purge_before)
         except Exception:
@@ -482,6 +488,7 @@ class Store:
             self._report_committed([])
             return False
         finally:
+            self._tasks_in_flight = set()
             for event in flushes:
                 event.set()
         if tasks_left or jobs_left:  # rows refused on their own: only they are retried
@@ -629,6 +636,7 @@ class Store:
         path = self._directory / "quiv.sqlite3"
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
+        await anyio.to_thread.run_sync(_create_schema, path)
         from . import _store_tables as tables  # loaded already, off the loop
 
         engine = tables.create_async_engine(
@@ -643,19 +651,14 @@ class Store:
         @tables.sa.event.listens_for(engine.sync_engine, "connect")
         def _tune(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            # WAL lets readers (a debugging session, a test) look while we write;
-            # NORMAL sync is safe in WAL and the file is temporary anyway.
-            cursor.execute("PRAGMA journal_mode=WAL")
+            # NORMAL sync is safe in WAL (see _create_schema) and the file is
+            # temporary anyway.
             cursor.execute("PRAGMA synchronous=NORMAL")
             # Rows are appended and read back rarely: a small page cache is enough,
             # and it is memory the history would otherwise cost after all.
             cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             cursor.close()
 
-        async with engine.begin() as connection:
-            await connection.run_sync(
-                tables.metadata.create_all, tables=[tables.TASKS, tables.JOBS]
-            )
         self._engine = engine
         return engine
 
@@ -778,6 +781,26 @@ class _Reader:
 def _sql_time(value: datetime) -> str:
     # The text form the rows are written in (see ``_registry``).
     return value.isoformat(" ")
+
+
+def _create_schema(path: Path) -> None:
+    """Create the tables in the new file at ``path``, in WAL mode (in a worker thread).
+
+    Through a plain synchronous engine on the standard library's driver: one
+    trip to a thread in all, where the asynchronous engine makes one per
+    statement, and each of those waits long while the loop is busy. WAL lets
+    readers (the history reads, a debugging session) look while the writer
+    writes, and it is a property of the file: the writer's connections keep it.
+    """
+    from . import _store_tables as tables
+
+    engine = tables.sa.create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            tables.metadata.create_all(connection, tables=[tables.TASKS, tables.JOBS])
+    finally:
+        engine.dispose()
 
 
 def _load_tables() -> None:
