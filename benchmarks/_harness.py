@@ -89,6 +89,10 @@ class Sizes:
     w10_runs: int
     w11_jobs: int
     w11_batch: int
+    w14_processes: int = 4
+    w14_tasks: int = 200
+    w14_interval: float = 0.5
+    w14_seconds: float = 30.0
 
 
 FULL = Sizes(
@@ -143,6 +147,8 @@ QUICK = Sizes(
     w10_runs=3,
     w11_jobs=20_000,
     w11_batch=5_000,
+    w14_tasks=50,
+    w14_seconds=8.0,
 )
 
 #: For the test suite: every code path once, in seconds; the figures mean nothing.
@@ -171,6 +177,10 @@ SMOKE = Sizes(
     w10_runs=1,
     w11_jobs=200,
     w11_batch=100,
+    w14_processes=2,
+    w14_tasks=3,
+    w14_interval=0.3,
+    w14_seconds=2.0,
 )
 
 SIZES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}

@@ -38,8 +38,23 @@ WORKLOADS: dict[str, str] = {
     "W11": "w11_history",
     "W12": "w12_cron",
     "W13": "w13_retries",
+    "W14": "w14_processes",
 }
-DEFAULT_SET = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W9", "W10", "W11", "W12", "W13")
+DEFAULT_SET = (
+    "W1",
+    "W2",
+    "W3",
+    "W4",
+    "W5",
+    "W6",
+    "W7",
+    "W9",
+    "W10",
+    "W11",
+    "W12",
+    "W13",
+    "W14",
+)
 #: Peer schedulers for ``--peers``: name -> module in this package.
 PEERS = {"apscheduler": peer_apscheduler}
 ROOT = Path(__file__).resolve().parent.parent

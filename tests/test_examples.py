@@ -8,10 +8,15 @@ the app's lifespan on a portal thread of its own.
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +30,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from quiv import AsyncQuiv, Event, Job, SchedulerClosedError, Task
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 
 
 def load_example(name: str) -> ModuleType:
@@ -516,3 +522,67 @@ async def test_cron_examples_build_the_tasks_the_docs_describe() -> None:
     assert reminder.run_at.isoformat() == "2030-03-01T08:00:00+00:00"
     assert nightly.max_instances == 2
     assert nightly.timezone == "America/New_York"
+
+
+# -- several_processes.py ------------------------------------------------------------
+
+HEARTBEAT = 0.4
+SEVERAL = "several_processes.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_several_processes_runs_each_heartbeat_once_under_uvicorn_workers(
+    tmp_path: Path,
+) -> None:
+    """``uvicorn examples.several_processes:app --workers 3``: one run per due time."""
+    private = tmp_path / "state"
+    private.mkdir(mode=0o700)
+    record = private / "heartbeats.txt"
+    environment = dict(os.environ)
+    environment.update(
+        QUIV_STORE=f"sqlite:///{private / 'quiv.db'}",
+        HEARTBEAT_FILE=str(record),
+        HEARTBEAT_SECONDS=str(HEARTBEAT),
+        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), environment.get("PYTHONPATH", "")]),
+    )
+    port = _free_port()
+    module = f"examples.{SEVERAL.removesuffix('.py')}:app"
+    command = [sys.executable, "-m", "uvicorn", module]
+    command += ["--workers", "3", "--port", str(port), "--log-level", "warning"]
+    server = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # all three workers up: each answers with every worker's jobs
+            assert server.poll() is None, server.communicate()[1]
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs", timeout=2) as reply:
+                    if json.load(reply):
+                        break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        started = time.time() + 2.0  # the other workers finish starting meanwhile
+        while time.time() < started + 3.0:
+            time.sleep(0.1)
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=30)
+    lines = [line.split() for line in record.read_text().splitlines()]
+    runs = sorted(float(when) for when, _ in lines if float(when) >= started)
+    assert len(runs) >= 6, (runs, errors)
+    steps = [round((when - runs[0]) / HEARTBEAT) for when in runs]
+    assert steps == list(range(len(steps))), (runs, errors)  # none twice, none skipped

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime, tzinfo
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -44,10 +44,12 @@ from ._history import HistoryQuery
 from ._jobpolicy import JobPolicy, job_policy_of, validate_cancel_grace, validate_seconds
 from ._models import Event, Job, Stats, Task
 from ._models import TaskStatus as _TaskStatus
+from ._portable import portable
 from ._registry import TaskEntry
 from ._runner import current_job_id
 from ._schedule import validate_delay
 from ._store import Store
+from ._stores import store_options
 from ._triggers import RunPolicy, Trigger, choose_trigger, task_zone
 from ._types import UNSET, Handler, Listener, ProgressCallback, ProgressListener, Unset
 from ._validation import (
@@ -139,6 +141,17 @@ class AsyncQuiv:
             their stop event before abandoning them (default 30).
         cancel_grace: seconds a timed-out async handler gets to honour its stop
             event before it is cancelled (default 1).
+        store: ``None`` (the default) keeps the schedule and history in a private
+            temporary database, deleted at shutdown. ``"sqlite:///path/to/quiv.db"``
+            makes them durable and shared by every process that opens the same
+            file: each due run is then executed once across them (see
+            "Running several processes").
+        serializer: how a durable store keeps ``args``/``kwargs``: ``"json"``
+            (the default), or ``"pickle"``, which trusts everyone who can write
+            to the database.
+        lease_seconds: with a durable store, how long a running job's lease
+            lasts without renewal before another process records it abandoned.
+        lease_renewal: seconds between renewals of this process's leases.
 
     Raises:
         ConfigurationError: if an option is invalid.
@@ -157,8 +170,13 @@ class AsyncQuiv:
         clock: Clock | None = None,
         shutdown_timeout: float = 30.0,
         cancel_grace: float = 1.0,
+        store: str | None = None,
+        serializer: str = "json",
+        lease_seconds: float = 30.0,
+        lease_renewal: float = 10.0,
     ) -> None:
         self._config = resolve_config(config, pool_size, history_retention_seconds, timezone)
+        self._store_options = store_options(store, serializer, lease_seconds, lease_renewal)
         if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
             raise ConfigurationError(f"logger must be a logging.Logger, got {logger!r}")
         if main_loop is not None and not isinstance(main_loop, asyncio.AbstractEventLoop):
@@ -169,7 +187,10 @@ class AsyncQuiv:
         self._main_loop = main_loop
         self._shutdown_timeout = grace
         self._engine = Engine(
-            self._config, clock if clock is not None else SystemClock(), self._logger
+            self._config,
+            clock if clock is not None else SystemClock(),
+            self._logger,
+            self._store_options,
         )
         self._engine.cancel_grace = cut_grace
         if main_loop is not None:
@@ -193,8 +214,12 @@ class AsyncQuiv:
 
     @property
     def _store(self) -> Store:
-        """The write-behind store (for tests: ``path``, ``flush()``, ``read_rows()``)."""
-        return self._engine.store
+        """The write-behind store (for tests: ``path``, ``flush()``, ``read_rows()``).
+
+        Typed as the private temporary store, which is what the tests inspect;
+        a durable store offers the same surface.
+        """
+        return cast(Store, self._engine.store)
 
     async def __aenter__(self) -> Self:
         try:
@@ -412,6 +437,8 @@ class AsyncQuiv:
     def _decide_add(self, task: TaskEntry, wait: float, deferred: bool) -> tuple[str, _Effect]:
         self._check_not_closed()
         self._check_not_closing()
+        if self._find_task(task.id, deferred) is not None:
+            raise ConfigurationError(f"task_id {task.id!r} is already in use by another task")
 
         def effect() -> None:
             first_run = self._engine.add(task, wait)
@@ -475,6 +502,8 @@ class AsyncQuiv:
         job = self._engine.registry.jobs.get(check_id(job_id, "job_id"))
         if not isinstance(force, bool):
             raise ConfigurationError(f"force must be True or False, got {force!r}")
+        if job is None and self._engine.shared is not None:
+            return self._decide_cancel_elsewhere(job_id, force)
         if job is None or job.status.is_final:
             return False, None
         # Its stop event is set before the call returns, wherever the call comes
@@ -485,6 +514,15 @@ class AsyncQuiv:
             self._engine.cancel(job, force)  # a no-op if the job ended meanwhile
 
         return True, effect
+
+    def _decide_cancel_elsewhere(self, job_id: str, force: bool) -> tuple[bool, _Effect | None]:
+        """``cancel_job`` of a job this process does not hold: another one may run it."""
+        shared = self._engine.shared
+        assert shared is not None
+        found = self._engine.job_model(job_id)
+        if found is None or found.status.is_final:
+            return False, None
+        return True, lambda: shared.request_cancel(job_id, force)
 
     def _decide_remove(self, task_id: str, deferred: bool) -> tuple[None, _Effect]:
         self._check_not_closed()
@@ -532,6 +570,7 @@ class AsyncQuiv:
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 300.0,
         timeout: float | None = None,  # noqa: ASYNC109 - a run's limit
+        task_id: str | None = None,
     ) -> str:
         """Schedule ``func`` and return the new task's id (a UUID string).
 
@@ -578,11 +617,18 @@ class AsyncQuiv:
                 event set and ends ``failed`` (``TimeoutError``); an async
                 handler is cancelled ``cancel_grace`` seconds later. ``None``:
                 no limit.
+            task_id: a stable id of your choosing (default: a random UUID). With
+                a durable store, adding an id the store already holds takes the
+                definition from this call and keeps the stored run state (next
+                due time, paused, history): every process of an app adds its
+                tasks at start-up with the same ids.
 
         Raises:
             ConfigurationError: for any invalid argument, or unless exactly one
-                of ``interval``, ``cron``, ``run_at`` and ``trigger`` is given;
-                nothing is scheduled.
+                of ``interval``, ``cron``, ``run_at`` and ``trigger`` is given,
+                or if ``task_id`` is already in use here; nothing is scheduled.
+            HandlerRegistrationError: with a durable store, if ``func`` cannot be
+                imported by name or the arguments cannot be stored.
             InvalidTimezoneError: if ``timezone`` is unknown.
             SchedulerClosedError: after shutdown.
         """
@@ -609,6 +655,7 @@ class AsyncQuiv:
             retry_backoff=retry_backoff,
             retry_backoff_max=retry_backoff_max,
             timeout=timeout,
+            task_id=task_id,
         )
         return _now(self._decide_add(task, wait, deferred=False))
 
@@ -636,6 +683,7 @@ class AsyncQuiv:
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 300.0,
         timeout: float | None = None,
+        task_id: str | None = None,
     ) -> tuple[TaskEntry, float]:
         """Validate ``add_task``'s arguments (in any thread); the new task and its delay."""
         self._check_not_closed()
@@ -660,6 +708,11 @@ class AsyncQuiv:
             wall=self._engine.clock.now(),
         )
         task.job_policy = policy_of_jobs
+        if task_id is not None:
+            task.id = _stable_id(task_id)
+        options = self._store_options
+        if options.durable:  # any process may have to run it: it must be importable
+            task.portable = portable(func, task.args_copy, task.kwargs_copy, options.serializer)
         return task, wait
 
     def _add_task_nowait(self, *args: Any, **kwargs: Any) -> str:
@@ -1142,6 +1195,15 @@ def _policy(
     ):
         return _DEFAULT_POLICY
     return RunPolicy(jitter, misfire_grace, coalesce, max_instances)  # type: ignore[arg-type]
+
+
+def _stable_id(value: object) -> str:
+    """A caller's ``task_id``: a non-empty str of printable characters, at most 200."""
+    if not isinstance(value, str) or not value or len(value) > 200 or not value.isprintable():
+        raise ConfigurationError(
+            f"task_id must be a non-empty printable str of at most 200 characters, got {value!r}"
+        )
+    return value
 
 
 def _now(decided: tuple[T, _Effect | None]) -> T:

@@ -31,6 +31,7 @@ import heapq
 import logging
 import math
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -49,8 +50,9 @@ from ._inbox import Inbox
 from ._jobpolicy import retry_delay
 from ._models import Event, Job, JobStatus
 from ._registry import JobEntry, Registry, TaskEntry, job_from_row, missed_reason
+from ._shared import SharedSchedule
 from ._snapshots import SNAPSHOTS_AHEAD, Snapshots
-from ._store import Store
+from ._stores import DurableStore, StoreOptions, open_store, worker_name
 from ._triggers import Moment, jitter_delay, settle_overdue
 from ._types import Listener
 from ._workers import Workers
@@ -93,6 +95,8 @@ EVENTS_LOW = EVENTS_HIGH // 2
 #: The store's spans of end times are this fraction of the retention at most, so
 #: its rows are purged that much late at most (reads never show them).
 PURGE_GRANULARITY = 0.01
+#: With a durable store, a job's progress is stored at most this often (seconds).
+PROGRESS_SAVE_SECONDS = 0.1
 #: How many recent starts ``stats()`` computes start lag over.
 LAG_WINDOW = 1000
 
@@ -182,7 +186,13 @@ class _LateStarts:
 class Engine:
     """The registry plus the loop, the pool, the workers, the dispatcher and the store."""
 
-    def __init__(self, config: QuivConfig, clock: Clock, logger: _AnyLogger) -> None:
+    def __init__(
+        self,
+        config: QuivConfig,
+        clock: Clock,
+        logger: _AnyLogger,
+        store_options: StoreOptions | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.logger = logger
@@ -194,7 +204,11 @@ class Engine:
         self.dispatcher = Dispatcher(logger)
         #: How other threads (the sync facade, worker threads) get work done on the loop.
         self.inbox = Inbox(logger)
-        self.store = Store(logger)
+        self.store = open_store(store_options or StoreOptions(), logger)
+        #: With a durable store: the schedule shared with other processes (else None).
+        self.shared = (
+            SharedSchedule(self, self.store) if isinstance(self.store, DurableStore) else None
+        )
         self.store.snapshot = lambda: (self.registry.tasks.values(), self.registry.jobs.values())
         self.store.committed = self._rows_committed
         self._held = False  # new jobs wait for the writer or the dispatcher to catch up
@@ -242,6 +256,8 @@ class Engine:
         order and then cancels the group itself.
         """
         failure: BaseException | None = None
+        if self.shared is not None:
+            await self.shared.store.open()  # a database we cannot use: refused right here
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as group:
                 try:
@@ -389,7 +405,10 @@ class Engine:
         self.registry.tasks[task.id] = task
         if task.trigger.wall_clock:
             self._wall_tasks += 1
-        self._schedule(task, task.timeline.start(now, delay))
+        if self.shared is not None:
+            self.shared.add(task, now, delay)  # scheduled once the store has adopted it
+        else:
+            self._schedule(task, task.timeline.start(now, delay))
         if not task.one_shot and len(self.registry.tasks) <= SNAPSHOTS_AHEAD:
             self.registry.want_snapshot(task)  # made ahead, for reads from other threads
         self.store.save_task(task)
@@ -412,7 +431,9 @@ class Engine:
             task.owed.clear()
             if task.due is not None:
                 self.registry.unschedule(task)
-            if not task.paused and not task.jobs:
+            if self.shared is not None:
+                self.shared.retimed(task, now)  # the store's next due time, for every process
+            elif not task.paused and not task.jobs:
                 self._schedule(task, task.timeline.start(now, 0.0))
         self._plan(task, now, ended=False)  # e.g. a larger max_instances allows a run now
         self.store.save_task(task)
@@ -434,8 +455,12 @@ class Engine:
         self.store.save_task(task)
         self._wake_by(now.mono)
 
-    def pause(self, task: TaskEntry) -> bool:
-        """Pause ``task``; False if it already was (nothing changes, no event)."""
+    def pause(self, task: TaskEntry, *, announce: bool = True) -> bool:
+        """Pause ``task``; False if it already was (nothing changes, no event).
+
+        ``announce=False``: the pause came from the shared store (another
+        process paused it), so it is not written back there.
+        """
         if task.paused:
             return False
         task.paused = True
@@ -451,6 +476,8 @@ class Engine:
                 self.registry.discard_queued(job)
                 job.retry_due = now
         self.store.save_task(task)
+        if self.shared is not None and announce:
+            self.shared.paused(task)
         self.emit_task(Event.TASK_PAUSED, task)
         return True
 
@@ -458,7 +485,9 @@ class Engine:
         now = self.now()
         task.paused = False
         self.registry.stale(task)
-        if not task.jobs:
+        if self.shared is not None:
+            self.shared.resume(task, now, delay)
+        elif not task.jobs:
             self._schedule(task, task.timeline.start(now, delay))
         elif task.running and task.queued is None:
             task.resume_at = now.mono + delay  # applied when the run ends
@@ -479,7 +508,8 @@ class Engine:
             self._cut(job, "force")
         return True
 
-    def remove(self, task: TaskEntry) -> None:
+    def remove(self, task: TaskEntry, *, keep_row: bool = False) -> None:
+        """Remove ``task`` here; from the store too unless ``keep_row`` (a finished one-shot)."""
         self.registry.remove_task(task)
         if task.trigger.wall_clock:
             self._wall_tasks -= 1
@@ -488,7 +518,10 @@ class Engine:
                 self.cancel_queued(job, "its task was removed before it started")
             else:
                 job.request_stop()
-        self.store.delete_task(task.id)
+        if not keep_row:
+            self.store.delete_task(task.id)
+        if self.shared is not None:
+            self.shared.forget(task.id)
         self.emit_task(Event.TASK_REMOVED, task)
         waiters = self.task_waiters.pop(task.id, None)
         if waiters:
@@ -525,6 +558,9 @@ class Engine:
         more than ``max_instances`` at once, and never makes up for that later.
         """
         if task.removed or task.paused or task.queued is not None or task.due is not None:
+            return
+        if self.shared is not None:
+            self.shared.plan(task, now, ended=ended)
             return
         if task.consumed or len(task.running) >= task.policy.max_instances:
             return  # planned again when a run ends
@@ -612,6 +648,45 @@ class Engine:
         job.slot = run[0]
         task.owed = run[1:]
         return True
+
+    def add_foreign(self, task: TaskEntry) -> None:
+        """Register a task another process added to the shared store (already stored)."""
+        self.registry.tasks[task.id] = task
+        if task.trigger.wall_clock:
+            self._wall_tasks += 1
+        if not task.one_shot and len(self.registry.tasks) <= SNAPSHOTS_AHEAD:
+            self.registry.want_snapshot(task)  # made ahead, for reads from other threads
+        self.emit_task(Event.TASK_ADDED, task)
+
+    def schedule_at(self, task: TaskEntry, slot: Moment) -> None:
+        """Put ``task`` on the heap for ``slot`` (plus jitter) and wake the loop for it."""
+        self._schedule(task, slot)
+        self._wake_for(task)
+
+    def run_claimed(self, task: TaskEntry, job_id: str, slot: Moment, now: Moment) -> None:
+        """Queue the job of an occurrence this process claimed in the shared store."""
+        task.slot, task.slot_jitter, task.due_is_slot = slot, 0.0, False  # settled by the claim
+        job = self.registry.create_job(task, job_id, now)
+        self.store.save_job(job)
+        if self.running:
+            self._start_ready(now)
+
+    def retry_abandoned(
+        self, task: TaskEntry, job_id: str, attempt: int, retry_of: str | None
+    ) -> None:
+        """Retry a job another process abandoned (its lease ran out) in this one."""
+        if not self.running or task.removed:
+            return
+        now = self.now()
+        failed = JobEntry(job_id, task, 0, now.mono, now, False, now.wall)
+        failed.attempt, failed.retry_of = attempt, retry_of
+        self._schedule_retry(failed, now)
+        self.emit_job(Event.JOB_RETRYING, failed)
+        if self.registry.ready:
+            self._start_ready(now)
+
+    def record_missed(self, task: TaskEntry, slot: Moment, now: Moment) -> None:
+        self._record_missed(task, slot, now)
 
     def _record_missed(self, task: TaskEntry, slot: Moment, now: Moment) -> None:
         job = self.registry.record_missed(task, new_id(), slot, now)
@@ -802,12 +877,15 @@ class Engine:
         """Turn every task due by ``now`` into a job and start what the pool allows."""
         if self._dispatching:
             return  # the dispatch under way looks at the heap again before it ends
-        registry = self.registry
+        registry, shared = self.registry, self.shared
         self._dispatching = True
         upcoming: float | None = None
         try:
             while True:
                 for task in registry.pop_due(now.mono):
+                    if shared is not None and task.due_is_slot:
+                        shared.dispatch(task, now)  # claimed first; run if the claim holds
+                        continue
                     job = registry.create_job(task, new_id(), now)
                     self.store.save_job(job)
                 self._start_ready(now)
@@ -845,6 +923,8 @@ class Engine:
                 self._finish_job(job, JobStatus.MISSED, None, start_next=False)
                 continue
             registry.start_job(job, now)
+            if self.shared is not None:  # the private store has one process: no name needed
+                job.worker = worker_name()
             self.lags.append(now.mono - job.due)
             if job.number <= self._queued_through:
                 self._late.record(job, now.mono - job.due, now.mono)
@@ -909,10 +989,10 @@ class Engine:
         job = self.registry.jobs.get(job_id)
         if job is not None:
             return job.to_model()
-        if not self.registry.stored_ends:
+        if not self.registry.stored_ends and self.shared is None:
             return None  # the store holds nothing that memory does not
         row = self.store.read_job(job_id, self._history_start())
-        if row is None or row[5] is None:  # not there, or stale (see job_models)
+        if row is None or (row[5] is None and self.shared is None):  # not there, or stale
             return None
         return job_from_row(row)
 
@@ -936,7 +1016,7 @@ class Engine:
     def job_models(self, query: HistoryQuery = _EVERYTHING) -> list[Job]:
         """The jobs in the retention window that ``query`` picks; the newest state wins."""
         memory = self.registry.jobs
-        if not self.registry.stored_ends:  # memory holds the whole history
+        if not self.registry.stored_ends and self.shared is None:  # memory holds it all
             jobs = memory.values()
             if query == _EVERYTHING:
                 return [job.to_model() for job in jobs]
@@ -954,7 +1034,7 @@ class Engine:
         the writer has not reached yet were created after every stored one. With
         ``status``, the store returns only the rows that may match it.
         """
-        memory = self.registry.jobs
+        memory, shared = self.registry.jobs, self.shared is not None
         rows = self.store.read_jobs(self._history_start(), None if status is None else status.value)
         items: list[JobEntry | tuple[Any, ...]] = []
         seen: set[str] = set()
@@ -963,7 +1043,7 @@ class Engine:
             if live is not None:
                 seen.add(live.id)
                 items.append(live)
-            elif row[5] is not None:  # else stale: memory lets go of ended jobs only
+            elif row[5] is not None or shared:  # else stale: memory lets go of ended jobs only
                 items.append(row)
         items.extend(job for job in memory.values() if job.id not in seen)
         return items
@@ -983,8 +1063,17 @@ class Engine:
         post = self.dispatcher.post
         snapshot: tuple[Any, Any] | None = None
 
+        keep = self.shared is not None  # a durable store shows it to every process
+        saved = -math.inf
+
         def progress_hook(*args: Any, **payload: Any) -> None:
-            nonlocal snapshot
+            nonlocal snapshot, saved
+            if keep:
+                job.progress = payload
+                moment = time.monotonic()
+                if moment - saved >= PROGRESS_SAVE_SECONDS:  # stored this often at most
+                    saved = moment
+                    self.inbox.submit(functools.partial(self.store.save_job, job))
             if callback is not None:
                 # Positional arguments are passed on too, as quiv 0.x did.
                 post(Delivery(callback, args, payload))
@@ -1046,7 +1135,9 @@ class Engine:
         if task.removed:
             pass
         elif task.one_shot and task.consumed and not task.jobs and not task.retries:
-            self.remove(task)
+            # A durable store keeps the row (no next due time): the task ran, and
+            # adding it again with its id (a restart) must not run it again.
+            self.remove(task, keep_row=self.shared is not None)
         else:
             self._plan(task, now, ended=True)
             self.store.save_task(task)

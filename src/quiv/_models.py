@@ -125,7 +125,12 @@ class Job(BaseModel):
     ``error_message``; one that ran past its task's ``timeout`` is failed with
     ``error_type`` ``"TimeoutError"``. ``attempt`` counts the runs of one due
     time (1, then 2 for the first retry, ...); a retry's ``retry_of`` is the id
-    of the first attempt.
+    of the first attempt. With a durable store, ``worker`` is the process that
+    ran it (``host/pid``; ``None`` if it never started, and always ``None``
+    with the private store, where every job runs in this process).
+    ``progress`` is, with a durable store too, the latest payload its handler
+    reported through ``_progress_hook`` (progress callbacks run in the process
+    that runs the job; this lets any other process show it).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -141,6 +146,8 @@ class Job(BaseModel):
     error_type: str | None = None
     attempt: int = 1
     retry_of: str | None = None
+    worker: str | None = None
+    progress: dict[str, Any] | None = None
 
 
 class Stats(BaseModel):
@@ -217,6 +224,8 @@ def _pick_builder() -> Callable[[type[M], dict[str, Any]], M]:
         "error_type": None,
         "attempt": 1,
         "retry_of": None,
+        "worker": "host/1",
+        "progress": None,
     }
     try:
         fast, slow = _assemble(Job, dict(sample)), _validated(Job, dict(sample))

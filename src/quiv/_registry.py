@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import json
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -66,6 +67,8 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
             "error_type": error_type,
             "attempt": row[9],
             "retry_of": row[10],
+            "worker": row[11] if len(row) > 11 else None,
+            "progress": json.loads(row[12]) if len(row) > 12 and row[12] is not None else None,
         },
     )
 
@@ -127,6 +130,8 @@ class TaskEntry:
     job_policy: JobPolicy = DEFAULT_JOB_POLICY  # frozen, so one shared default is safe
     #: Retries not started yet: waiting out their backoff, or queued for the pool.
     retries: list[JobEntry] = field(default_factory=list)
+    #: With a durable store: the handler's import path and the stored arguments.
+    portable: Any = None
 
     @property
     def one_shot(self) -> bool:
@@ -228,6 +233,8 @@ class JobEntry:
     cut: str | None = None
     #: The asyncio task running this async job's handler, while it runs.
     handle: Any = None
+    worker: str | None = None  # ``host/pid`` of the process that ran it
+    progress: dict[str, Any] | None = None  # its latest progress payload
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -249,6 +256,8 @@ class JobEntry:
                 "error_type": self.error_type,
                 "attempt": self.attempt,
                 "retry_of": self.retry_of,
+                "worker": self.worker,
+                "progress": self.progress,
             },
         )
 

@@ -162,6 +162,10 @@ class Quiv:
         clock: Clock | None = None,
         shutdown_timeout: float = 30.0,
         cancel_grace: float = 1.0,
+        store: str | None = None,
+        serializer: str = "json",
+        lease_seconds: float = 30.0,
+        lease_renewal: float = 10.0,
     ) -> None:
         self._core = AsyncQuiv(
             config,
@@ -173,6 +177,10 @@ class Quiv:
             clock=clock,
             shutdown_timeout=shutdown_timeout,
             cancel_grace=cancel_grace,
+            store=store,
+            serializer=serializer,
+            lease_seconds=lease_seconds,
+            lease_renewal=lease_renewal,
         )
         self._lock = threading.RLock()
         self._state = _State.UNOPENED
@@ -390,6 +398,7 @@ class Quiv:
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 300.0,
         timeout: float | None = None,
+        task_id: str | None = None,
     ) -> str:
         """Blocking form of :meth:`AsyncQuiv.add_task`; returns without waiting for the loop."""
         positional = (task_name, func, interval, delay, run_once, fixed_interval, args, kwargs)
@@ -406,6 +415,7 @@ class Quiv:
             "retry_backoff": retry_backoff,
             "retry_backoff_max": retry_backoff_max,
             "timeout": timeout,
+            "task_id": task_id,
         }
         if self._from_thread():
             return self._core._add_task_nowait(*positional, progress_callback, **options)

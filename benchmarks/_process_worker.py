@@ -1,0 +1,76 @@
+"""One process of an app sharing a durable store; run by W14 and the multi-process tests.
+
+``python _shared_worker.py '<json>'`` adds the same tasks as every other
+process (same ``task_id``s), runs from ``go`` until ``stop`` (wall times), and
+exits. Each handler appends the wall time of its run to its task's own file,
+so the tests count runs from the handlers' records, not from quiv's history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from quiv import AsyncQuiv
+
+
+def record(path: str) -> None:
+    """Append this run's wall time and pid (one ``write`` of ``O_APPEND``: atomic)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{time.time():.6f} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def long_run(path: str, seconds: float) -> None:
+    """Record the start, then keep running (a job to kill the process under)."""
+    record(path)
+    time.sleep(seconds)
+
+
+async def main(options: dict[str, Any]) -> None:
+    out = Path(options["out"])
+    scheduler = AsyncQuiv(
+        store=options["store"],
+        pool_size=options.get("pool_size", 10),
+        lease_seconds=options.get("lease_seconds", 30.0),
+        lease_renewal=options.get("lease_renewal", 10.0),
+        shutdown_timeout=0.5,
+    )
+    delay = max(0.0, options["go"] - time.time())
+    for number in range(options["tasks"]):
+        await scheduler.add_task(
+            f"task-{number}",
+            record,
+            interval=options["interval"],
+            delay=delay,
+            args=(str(out / f"task-{number}.txt"),),
+            task_id=f"task-{number}",
+        )
+    if options.get("long"):
+        await scheduler.add_task(
+            "long",
+            long_run,
+            interval=3600,
+            delay=delay,
+            args=(str(out / "long.txt"), options["long"]),
+            task_id="long",
+            max_retries=options.get("long_retries", 0),
+            retry_backoff=0,
+        )
+    async with scheduler:
+        print("READY", os.getpid(), flush=True)
+        await anyio.sleep(max(0.0, options["stop"] - time.time()))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    anyio.run(main, json.loads(sys.argv[1]), backend="asyncio")

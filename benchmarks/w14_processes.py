@@ -1,0 +1,255 @@
+"""W14 several processes: one schedule shared through a durable store, each run once.
+
+``w14_processes`` processes (``_process_worker``) share one store and add the
+same ``w14_tasks`` tasks every ``w14_interval`` seconds; they run for
+``w14_seconds``. Each handler appends the wall time of its run to its task's
+file, and the figures come from those files, not from quiv: runs per second
+executed; duplicates (a due time run twice) and missed due times (both must
+be 0), counted on each task's cadence while every process was up; lateness
+p99 against the cadence. Then the fail-over time: two processes, a long job,
+``kill -9`` of the one running it; seconds until a survivor starts its retry
+(the lease is 3 s, renewed every second; half that at the quick sizes).
+
+Units: ``sqlite`` always; ``postgresql`` when ``QUIV_TEST_POSTGRES_URL`` names
+a server (its ``quiv_*`` tables are dropped first).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ._harness import Metric, Sizes, distribution
+
+TITLE = "several processes sharing one durable store"
+ISOLATE = False
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "_process_worker.py"
+#: Seconds the processes get to start before the run (fewer at the quick sizes).
+_START_UP = {False: 4.0, True: 2.0}
+#: The lease and its renewal for the fail-over run (shorter at the quick sizes).
+_LEASE = {False: 3.0, True: 1.5}
+_RENEWAL = {False: 1.0, True: 0.5}
+_TABLES = "quiv_claims, quiv_jobs, quiv_tasks, quiv_meta"
+
+
+def units(sizes: Sizes) -> list[str]:
+    names = ["sqlite"]
+    if os.environ.get("QUIV_TEST_POSTGRES_URL"):
+        names.append("postgresql")
+    return names
+
+
+def _store(unit: str, directory: Path) -> str:
+    if unit == "sqlite":
+        return f"sqlite:///{directory / 'quiv.db'}"
+    url = os.environ["QUIV_TEST_POSTGRES_URL"]
+    import asyncio
+
+    import asyncpg
+
+    async def empty() -> None:
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute(f"DROP TABLE IF EXISTS {_TABLES}")
+        finally:
+            await connection.close()
+
+    asyncio.run(empty())
+    return url
+
+
+def _spawn(options: dict[str, Any]) -> subprocess.Popen[str]:
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), environment.get("PYTHONPATH", "")]
+    )
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), json.dumps(options)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _runs(path: Path) -> list[tuple[float, int]]:
+    if not path.exists():
+        return []
+    return sorted(
+        (float(when), int(pid))
+        for when, pid in (line.split() for line in path.read_text().splitlines())
+    )
+
+
+def _cadence(times: list[float], interval: float) -> dict[str, Any]:
+    """Duplicates, missed due times and lateness of one task's runs on its cadence."""
+    if not times:
+        return {"duplicates": 0, "missed": 0, "lateness": []}
+    steps = [round((when - times[0]) / interval) for when in times]
+    origin = min(when - step * interval for when, step in zip(times, steps, strict=True))
+    seen = set(steps)
+    return {
+        "duplicates": len(steps) - len(seen),
+        "missed": (max(steps) - min(steps) + 1) - len(seen),
+        "lateness": [
+            when - origin - step * interval for when, step in zip(times, steps, strict=True)
+        ],
+    }
+
+
+def _shared_schedule(unit: str, sizes: Sizes, directory: Path) -> dict[str, Any]:
+    out = directory / "runs"
+    out.mkdir()
+    go = time.time() + _START_UP[sizes.quick]
+    stop = go + sizes.w14_seconds
+    options = {
+        "store": _store(unit, directory),
+        "out": str(out),
+        "tasks": sizes.w14_tasks,
+        "interval": sizes.w14_interval,
+        "go": go,
+        "stop": stop,
+    }
+    processes = [_spawn(options) for _ in range(sizes.w14_processes)]
+    errors = [process.communicate(timeout=sizes.w14_seconds + 70)[1] for process in processes]
+    window = (go + 0.5, stop - 0.5)  # every process up and not yet stopping
+    duplicates = missed = runs = 0
+    lateness: list[float] = []
+    for number in range(sizes.w14_tasks):
+        times = [
+            when for when, _ in _runs(out / f"task-{number}.txt") if window[0] <= when <= window[1]
+        ]
+        found = _cadence(times, sizes.w14_interval)
+        duplicates += found["duplicates"]
+        missed += found["missed"]
+        lateness += found["lateness"]
+        runs += len(times)
+    span = max(window[1] - window[0], 1e-9)
+    return {
+        "runs_per_second": runs / span,
+        "duplicates": duplicates,
+        "missed": missed,
+        "lateness": distribution(lateness),
+        "exit_codes": [process.returncode for process in processes],
+        "stderr_tail": [error[-500:] for error in errors if error],
+    }
+
+
+def _fail_over(unit: str, directory: Path, quick: bool) -> dict[str, Any]:
+    out = directory / "fail-over"
+    out.mkdir()
+    go = time.time() + _START_UP[quick]
+    options = {
+        "store": _store(unit, directory),
+        "out": str(out),
+        "tasks": 0,
+        "interval": 1.0,
+        "go": go,
+        "stop": go + 60,
+        "long": 60,
+        "long_retries": 1,
+        "lease_seconds": _LEASE[quick],
+        "lease_renewal": _RENEWAL[quick],
+    }
+    processes = {process.pid: process for process in (_spawn(options) for _ in range(2))}
+    record = out / "long.txt"
+    try:
+        deadline = go + 20
+        while not _runs(record) and time.time() < deadline:
+            time.sleep(0.01)
+        if not _runs(record):
+            return {"fail_over_seconds": math.nan, "fail_over_error": "the long job never started"}
+        holder = _runs(record)[0][1]
+        processes[holder].kill()
+        killed = time.time()
+        while len(_runs(record)) < 2 and time.time() < killed + _LEASE[quick] + 20:
+            time.sleep(0.01)
+        retried = [when for when, pid in _runs(record) if pid != holder]
+        if not retried:
+            return {"fail_over_seconds": math.nan, "fail_over_runs": _runs(record)}
+        return {"fail_over_seconds": retried[0] - killed}
+    finally:
+        for process in processes.values():
+            process.kill()
+            process.communicate()
+
+
+def run_unit(unit: str, sizes: Sizes) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="quiv-w14-") as name:
+        directory = Path(name)  # mkdtemp: mode 0700, as the store requires
+        data = _shared_schedule(unit, sizes, directory)
+        data.update(_fail_over(unit, _fresh(directory), sizes.quick))  # a store of its own
+        return data
+
+
+def _fresh(directory: Path) -> Path:
+    """A second private directory, for the fail-over run's own store and records."""
+    second = directory / "second"
+    second.mkdir(mode=0o700)
+    return second
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def summarize(data: dict[str, dict[str, Any]], sizes: Sizes) -> list[Metric]:
+    metrics: list[Metric] = []
+    shape = (
+        f"{sizes.w14_processes} processes, {sizes.w14_tasks} tasks every {sizes.w14_interval:g}s"
+    )
+    for unit, found in data.items():
+        details = {key: value for key, value in found.items() if key != "lateness"}
+        metrics += [
+            Metric(
+                "W14",
+                unit,
+                "runs/s executed",
+                found["runs_per_second"],
+                "runs/s",
+                "higher",
+                note=shape,
+                details=details,
+            ),
+            Metric(
+                "W14",
+                unit,
+                "duplicate runs",
+                float(found["duplicates"]),
+                "runs",
+                "lower",
+                target=0.0,
+            ),
+            Metric(
+                "W14", unit, "missed due times", float(found["missed"]), "runs", "lower", target=0.0
+            ),
+            Metric(
+                "W14",
+                unit,
+                "lateness p99",
+                _number(found["lateness"].get("p99_ms")),
+                "ms",
+                "lower",
+                details={"lateness": found["lateness"]},
+            ),
+            Metric(
+                "W14",
+                unit,
+                "fail-over after kill -9",
+                float(found["fail_over_seconds"]),
+                "s",
+                "lower",
+                target=_LEASE[sizes.quick] + 1.0,
+                note=f"lease {_LEASE[sizes.quick]:g}s, renewed every {_RENEWAL[sizes.quick]:g}s",
+            ),
+        ]
+    return metrics
