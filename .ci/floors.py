@@ -1,5 +1,8 @@
 """Print a pip constraints file that pins every runtime dependency to its floor.
 
+Runtime dependencies are ``[project] dependencies`` and the extras that serve
+quiv itself at run time (``postgres``: the PostgreSQL store's driver).
+
 CI installs quiv with ``pip install -c <this output>`` and runs the tests, so the
 lowest versions that pyproject.toml admits are the ones actually tested. A
 runtime dependency without a ``>=`` floor is an error: an untested floor is a
@@ -26,10 +29,15 @@ WEB_STACK = {"starlette", "fastapi", "httpx2", "jinja2", "uvicorn", "websockets"
 REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*([^;]*?)\s*(;.*)?$")
 
 
+#: Extras that are part of quiv's runtime (not developer tools): their floors are pinned too.
+RUNTIME_EXTRAS = ("postgres",)
+
+
 def floors(pyproject: Path) -> list[str]:
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     lines = []
-    for requirement in project["dependencies"]:
+    extras = project.get("optional-dependencies", {})
+    for requirement in [*project["dependencies"], *(r for e in RUNTIME_EXTRAS for r in extras[e])]:
         match = REQUIREMENT.match(requirement)
         if match is None:
             raise SystemExit(f"cannot parse requirement {requirement!r}")

@@ -34,13 +34,16 @@ NO_APSCHEDULER = "APScheduler is not installed here (make bench PEERS=apschedule
 
 pytestmark = pytest.mark.timeout(150)
 
+#: Every workload but W14, which starts processes of its own (its own test, below).
+IN_PROCESS_SET = (*(w for w in DEFAULT_SET if w != "W14"), "W8")
+
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The JSON document of one smoke run (with the peer when it is importable)."""
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
     command = [sys.executable, "-m", "benchmarks", "--smoke", "--soak", "--in-process"]
-    command += ["--json", str(out)]
+    command += ["--only", ",".join(IN_PROCESS_SET), "--json", str(out)]
     if HAVE_APSCHEDULER:
         command += ["--peers", "apscheduler"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=140)
@@ -54,7 +57,7 @@ def test_every_workload_reports_finite_figures(smoke: dict[str, Any]) -> None:
     assert smoke["crashed"] == []
     assert smoke["sizes"] == "smoke"
     metrics = smoke["metrics"]
-    assert {m["workload"] for m in metrics} == {*DEFAULT_SET, "W8"}
+    assert {m["workload"] for m in metrics} == set(IN_PROCESS_SET)
     assert {m["variant"] for m in metrics if m["workload"] in ("W8", "W11")} == {
         "AsyncQuiv",
         "Quiv",
@@ -115,3 +118,23 @@ def test_a_target_is_met_only_when_quiv_is_not_behind_the_peer() -> None:
     # For rates, higher is better.
     assert _row(10.0, 20.0, "higher").behind_peer is True
     assert _row(20.0, 10.0, "higher").behind_peer is False
+
+
+@pytest.mark.processes
+def test_several_processes_workload_reports_each_backend(tmp_path: Path) -> None:
+    """W14 at its smoke size: real processes on a SQLite file (and on PostgreSQL
+    when ``QUIV_TEST_POSTGRES_URL`` is set); duplicates and misses must be zero."""
+    out = tmp_path / "w14.json"
+    command = [sys.executable, "-m", "benchmarks", "--smoke", "--only", "W14", "--in-process"]
+    done = subprocess.run(
+        [*command, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=140
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    metrics = json.loads(out.read_text())["metrics"]
+    assert {m["workload"] for m in metrics} == {"W14"}
+    variants = {m["variant"] for m in metrics}
+    assert "sqlite" in variants
+    for metric in metrics:
+        assert metric["value"] is not None and math.isfinite(metric["value"]), metric
+        if metric["metric"] in ("duplicate runs", "missed due times"):
+            assert metric["value"] == 0, metric

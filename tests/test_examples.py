@@ -537,6 +537,7 @@ def _free_port() -> int:
         return port
 
 
+@pytest.mark.processes
 def test_several_processes_runs_each_heartbeat_once_under_uvicorn_workers(
     tmp_path: Path,
 ) -> None:

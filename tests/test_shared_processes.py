@@ -18,7 +18,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from _stores_support import query
+
+#: Real processes take most of their time waiting: CI runs these once (see .ci/run).
+pytestmark = pytest.mark.processes
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "benchmarks" / "_process_worker.py"

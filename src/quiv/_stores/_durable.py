@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import anyio
 
@@ -50,7 +50,8 @@ WRITE_DELAY = 0.005
 RETRY_FIRST_SECONDS = 0.25
 RETRY_MAX_SECONDS = 10.0
 
-AnyLogger = logging.Logger | logging.LoggerAdapter[Any]
+# A string: ``LoggerAdapter`` takes a type argument at run time only from Python 3.11.
+AnyLogger: TypeAlias = "logging.Logger | logging.LoggerAdapter[Any]"
 
 
 @dataclass(slots=True)
