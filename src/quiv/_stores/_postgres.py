@@ -140,7 +140,9 @@ class PostgresStore(DurableStore):
         try:
             return side.read(sql, *parameters)
         except Exception as exc:
-            self._logger.warning("quiv could not read its job history: %s", exc)
+            self._logger.warning(
+                "quiv could not read its job history: %s", f"{type(exc).__name__}: {exc}"
+            )
             return []
 
     def read_job(self, job_id: str, ended_since: datetime) -> tuple[Any, ...] | None:

@@ -28,7 +28,16 @@ from ._requests import Abandoned
 __all__ = ["PostgresSide"]
 
 REAP_SECONDS = 0.5
-READ_TIMEOUT = 10.0
+#: After losing the server: first wait before reconnecting, doubling up to the maximum.
+RECONNECT_FIRST_SECONDS = 0.25
+RECONNECT_MAX_SECONDS = 2.0
+#: What a lost or restarted server raises (TimeoutError is an OSError).
+_CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+#: Seconds a read waits for the server before the caller is answered from memory
+#: (a read may come from the scheduler's own loop, which must not stall for long).
+READ_TIMEOUT = 2.0
+#: Seconds a (re)connection attempt may take.
+CONNECT_TIMEOUT = 5.0
 _LIVE = "status IN ('scheduled', 'running')"
 
 
@@ -51,6 +60,8 @@ class PostgresSide:
         self._channel = channel
         self._logger = logger
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._leases: Any = None
+        self._listener: Any = None
         self._reader: Any = None
         self._read_lock: asyncio.Lock | None = None
         self._stopping: asyncio.Event | None = None
@@ -95,7 +106,17 @@ class PostgresSide:
     async def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         assert self._read_lock is not None
         async with self._read_lock:
-            return [tuple(row) for row in await self._reader.fetch(sql, *parameters)]
+            try:
+                if self._reader is None:
+                    raise ConnectionError("not connected")
+                rows = await self._reader.fetch(sql, *parameters)
+            except _CONNECTION_ERRORS:  # the server came back since: one new connection
+                if self._reader is not None:
+                    self._reader.terminate()
+                self._reader = None
+                self._reader = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+                rows = await self._reader.fetch(sql, *parameters)
+            return [tuple(row) for row in rows]
 
     def _main(self) -> None:
         asyncio.run(self._serve())
@@ -105,42 +126,77 @@ class PostgresSide:
         self._stopping = asyncio.Event()
         self._read_lock = asyncio.Lock()
         try:
-            leases = await asyncpg.connect(self._dsn)
-            listener = await asyncpg.connect(self._dsn)
-            self._reader = await asyncpg.connect(self._dsn)
-            await listener.add_listener(self._channel, self._notified)
+            await self._connect()
         except BaseException as exc:
             self._failure = exc
             self._ready.set()
+            await self._close()
             return
         self._ready.set()
         try:
-            await self._keep_leases(leases)
+            await self._keep_leases()
         finally:
-            for connection in (leases, listener, self._reader):
-                try:
-                    await connection.close(timeout=2)
-                except Exception:
-                    connection.terminate()
+            await self._close()
+
+    async def _connect(self) -> None:
+        """Open the three connections (after an outage: afresh)."""
+        self._leases = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+        self._listener = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+        await self._listener.add_listener(self._channel, self._notified)
+        self._reader = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+
+    async def _close(self) -> None:
+        connections = (self._leases, self._listener, self._reader)
+        self._leases = self._listener = self._reader = None
+        for connection in connections:
+            if connection is None:
+                continue
+            try:
+                await connection.close(timeout=2)
+            except Exception:
+                connection.terminate()
 
     def _notified(self, *_args: Any) -> None:
         if self.changed is not None:
             self.changed()
 
-    async def _keep_leases(self, connection: Any) -> None:
+    async def _keep_leases(self) -> None:
+        """Renew leases and reap expired ones until stopped; reconnect after an outage.
+
+        A lost server (a restart, a network cut) breaks the connections, not
+        this thread: it says so once, reconnects with backoff, and then looks
+        for the changes it may have missed while it could not listen.
+        """
         assert self._stopping is not None
         next_renewal = 0.0
+        broken_since: float | None = None
+        retry = RECONNECT_FIRST_SECONDS
         while not self._stopping.is_set():
             now = time.monotonic()
             try:
+                if broken_since is not None:
+                    await self._close()
+                    await self._connect()
+                    self._logger.warning("quiv's lease keeper reaches its database again")
+                    broken_since, retry = None, RECONNECT_FIRST_SECONDS
+                    self._notified()  # changes announced meanwhile went unheard
                 if now >= next_renewal:
-                    await self._renew(connection)
+                    await self._renew(self._leases)
                     next_renewal = now + self._renewal
-                await self._reap(connection)
-            except (asyncpg.PostgresError, OSError) as exc:
-                self._logger.warning("quiv could not renew or check job leases: %s", exc)
+                await self._reap(self._leases)
+            except _CONNECTION_ERRORS as exc:
+                if broken_since is None:
+                    self._logger.warning(
+                        "quiv could not renew or check job leases (%s: %s); it will reconnect",
+                        type(exc).__name__,
+                        exc,
+                    )
+                    broken_since = now
+                else:
+                    retry = min(retry * 2, RECONNECT_MAX_SECONDS)
+            wait = REAP_SECONDS if broken_since is None else retry
             try:
-                await asyncio.wait_for(self._stopping.wait(), REAP_SECONDS)
+                await asyncio.wait_for(self._stopping.wait(), wait)
             except asyncio.TimeoutError:
                 pass
 
