@@ -90,16 +90,25 @@ def _runs(path: Path) -> list[tuple[float, int]]:
     )
 
 
-def _cadence(times: list[float], interval: float) -> dict[str, Any]:
-    """Duplicates, missed due times and lateness of one task's runs on its cadence."""
-    if not times:
-        return {"duplicates": 0, "missed": 0, "lateness": []}
-    steps = [round((when - times[0]) / interval) for when in times]
-    origin = min(when - step * interval for when, step in zip(times, steps, strict=True))
+def _cadence(
+    times: list[float], interval: float, origin: float, window: tuple[float, float]
+) -> dict[str, Any]:
+    """Duplicates, missed due times and lateness of one task's runs on its cadence.
+
+    Every process adds the task with its first due time at ``origin``, so the due
+    times are ``origin + k * interval``; a run belongs to the last due time at or
+    before its start (a run is never early). Two runs of one due time are a
+    duplicate; a due time inside ``window`` (with a whole interval to spare at its
+    end) that no run belongs to is missed. A run more than an interval late
+    counts against the next due time, so it shows as both.
+    """
+    steps = [math.floor((when - origin) / interval + 1e-6) for when in times]
     seen = set(steps)
+    first = math.ceil((window[0] - origin) / interval)
+    last = math.floor((window[1] - interval - origin) / interval)
     return {
         "duplicates": len(steps) - len(seen),
-        "missed": (max(steps) - min(steps) + 1) - len(seen),
+        "missed": sum(1 for step in range(first, last + 1) if step not in seen),
         "lateness": [
             when - origin - step * interval for when, step in zip(times, steps, strict=True)
         ],
@@ -128,7 +137,7 @@ def _shared_schedule(unit: str, sizes: Sizes, directory: Path) -> dict[str, Any]
         times = [
             when for when, _ in _runs(out / f"task-{number}.txt") if window[0] <= when <= window[1]
         ]
-        found = _cadence(times, sizes.w14_interval)
+        found = _cadence(times, sizes.w14_interval, go, window)
         duplicates += found["duplicates"]
         missed += found["missed"]
         lateness += found["lateness"]
