@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,31 @@ async def main(options: dict[str, Any]) -> None:
     async with scheduler:
         print("READY", os.getpid(), flush=True)
         await anyio.sleep(max(0.0, options["stop"] - time.time()))
+
+
+def spawn(options: dict[str, Any], *, stdout: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    """Start one process running this file with ``options`` (quiv from this tree's src)."""
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parent.parent / "src"), environment.get("PYTHONPATH", "")]
+    )
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), json.dumps(options)],
+        env=environment,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_runs(path: Path) -> list[tuple[float, int]]:
+    """The (wall time, pid) of every run ``record`` noted in ``path``, in time order."""
+    if not path.exists():
+        return []
+    return sorted(
+        (float(when), int(pid))
+        for when, pid in (line.split() for line in path.read_text().splitlines())
+    )
 
 
 if __name__ == "__main__":

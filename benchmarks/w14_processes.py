@@ -16,23 +16,20 @@ a server (its ``quiv_*`` tables are dropped first).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from ._harness import Metric, Sizes, distribution
+from ._process_worker import read_runs, spawn
 
 TITLE = "several processes sharing one durable store"
 ISOLATE = False
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER = Path(__file__).resolve().parent / "_process_worker.py"
 #: Seconds the processes get to start before the run (fewer at the quick sizes).
 _START_UP = {False: 4.0, True: 2.0}
 #: The lease and its renewal for the fail-over run (shorter at the quick sizes).
@@ -65,29 +62,6 @@ def _store(unit: str, directory: Path) -> str:
 
     asyncio.run(empty())
     return url
-
-
-def _spawn(options: dict[str, Any]) -> subprocess.Popen[str]:
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), environment.get("PYTHONPATH", "")]
-    )
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), json.dumps(options)],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _runs(path: Path) -> list[tuple[float, int]]:
-    if not path.exists():
-        return []
-    return sorted(
-        (float(when), int(pid))
-        for when, pid in (line.split() for line in path.read_text().splitlines())
-    )
 
 
 def _cadence(
@@ -128,14 +102,16 @@ def _shared_schedule(unit: str, sizes: Sizes, directory: Path) -> dict[str, Any]
         "go": go,
         "stop": stop,
     }
-    processes = [_spawn(options) for _ in range(sizes.w14_processes)]
+    processes = [spawn(options) for _ in range(sizes.w14_processes)]
     errors = [process.communicate(timeout=sizes.w14_seconds + 70)[1] for process in processes]
     window = (go + 0.5, stop - 0.5)  # every process up and not yet stopping
     duplicates = missed = runs = 0
     lateness: list[float] = []
     for number in range(sizes.w14_tasks):
         times = [
-            when for when, _ in _runs(out / f"task-{number}.txt") if window[0] <= when <= window[1]
+            when
+            for when, _ in read_runs(out / f"task-{number}.txt")
+            if window[0] <= when <= window[1]
         ]
         found = _cadence(times, sizes.w14_interval, go, window)
         duplicates += found["duplicates"]
@@ -169,22 +145,22 @@ def _fail_over(unit: str, directory: Path, quick: bool) -> dict[str, Any]:
         "lease_seconds": _LEASE[quick],
         "lease_renewal": _RENEWAL[quick],
     }
-    processes = {process.pid: process for process in (_spawn(options) for _ in range(2))}
+    processes = {process.pid: process for process in (spawn(options) for _ in range(2))}
     record = out / "long.txt"
     try:
         deadline = go + 20
-        while not _runs(record) and time.time() < deadline:
+        while not read_runs(record) and time.time() < deadline:
             time.sleep(0.01)
-        if not _runs(record):
+        if not read_runs(record):
             return {"fail_over_seconds": math.nan, "fail_over_error": "the long job never started"}
-        holder = _runs(record)[0][1]
+        holder = read_runs(record)[0][1]
         processes[holder].kill()
         killed = time.time()
-        while len(_runs(record)) < 2 and time.time() < killed + _LEASE[quick] + 20:
+        while len(read_runs(record)) < 2 and time.time() < killed + _LEASE[quick] + 20:
             time.sleep(0.01)
-        retried = [when for when, pid in _runs(record) if pid != holder]
+        retried = [when for when, pid in read_runs(record) if pid != holder]
         if not retried:
-            return {"fail_over_seconds": math.nan, "fail_over_runs": _runs(record)}
+            return {"fail_over_seconds": math.nan, "fail_over_runs": read_runs(record)}
         return {"fail_over_seconds": retried[0] - killed}
     finally:
         for process in processes.values():

@@ -14,6 +14,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import anyio
 import anyio.lowlevel
@@ -185,19 +187,35 @@ def test_a_burst_of_add_task_is_held_back_by_the_bound(monkeypatch: pytest.Monke
         assert [task.id for task in scheduler.get_all_tasks()][1:] == added
 
 
+@contextmanager
+def _loop_held(scheduler: Quiv) -> Iterator[Callable[[], bool]]:
+    """Block the scheduler's loop with a run-once async handler until the block
+    ends; yields a check that the loop was still held (a watchdog lets it go
+    after ``DEADLINE``, so a read that waits for the loop fails instead of hanging)."""
+    loop_busy, release = threading.Event(), threading.Event()
+    watchdog = threading.Timer(DEADLINE, release.set)
+
+    async def hog_the_loop() -> None:
+        loop_busy.set()
+        release.wait()  # blocks the scheduler's loop on purpose
+
+    # Run-once: get_all_tasks() leaves it out (its snapshot changed when it started).
+    scheduler.add_task("hog", hog_the_loop, interval=LONG, run_once=True)
+    assert loop_busy.wait(DEADLINE)
+    watchdog.start()
+    try:
+        yield lambda: not release.is_set()
+    finally:
+        release.set()
+        watchdog.cancel()
+
+
 def test_get_job_of_an_ended_job_is_answered_while_the_loop_is_busy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An ended job's record is final, so ``get_job`` reads it in the calling
     thread, from memory or from the store, without waiting for the loop."""
     monkeypatch.setattr(_engine, "HISTORY_WINDOW", 2)
-    loop_busy, release = threading.Event(), threading.Event()
-    watchdog = threading.Timer(DEADLINE, release.set)  # a regression must not hang the suite
-
-    async def hog_the_loop() -> None:
-        loop_busy.set()
-        release.wait()  # blocks the scheduler's loop on purpose
-
     with Quiv() as scheduler:
         ended: list[str] = []
         done = threading.Event()
@@ -217,15 +235,9 @@ def test_get_job_of_an_ended_job_is_answered_while_the_loop_is_busy(
             time.sleep(0.005)  # the writer commits, then memory lets the oldest go
         assert ended[0] not in registry.jobs and ended[-1] in registry.jobs
         wanted = list(ended)
-        scheduler.add_task("hog", hog_the_loop, interval=LONG)
-        assert loop_busy.wait(DEADLINE)
-        watchdog.start()
-        try:
+        with _loop_held(scheduler) as still_held:
             jobs = [scheduler.get_job(job_id) for job_id in wanted]
-            answered_first = not release.is_set()
-        finally:
-            release.set()
-            watchdog.cancel()
+            answered_first = still_held()
     assert answered_first, "get_job waited for the busy loop"
     assert [job.id for job in jobs] == wanted
     assert all(job.status is JobStatus.COMPLETED and job.ended_at for job in jobs)
@@ -234,13 +246,6 @@ def test_get_job_of_an_ended_job_is_answered_while_the_loop_is_busy(
 def test_get_task_and_get_all_tasks_are_answered_while_the_loop_is_busy() -> None:
     """Snapshots of new repeating tasks are made ahead, so reads from other
     threads need not wait for the loop."""
-    loop_busy, release = threading.Event(), threading.Event()
-    watchdog = threading.Timer(DEADLINE, release.set)  # a regression must not hang the suite
-
-    async def hog_the_loop() -> None:
-        loop_busy.set()
-        release.wait()  # blocks the scheduler's loop on purpose
-
     with Quiv() as scheduler:
         ids = [scheduler.add_task(f"t{i}", noop, interval=LONG, delay=LONG) for i in range(50)]
         registry = scheduler._core._engine.registry
@@ -255,17 +260,10 @@ def test_get_task_and_get_all_tasks_are_answered_while_the_loop_is_busy() -> Non
         while not made() and time.monotonic() < deadline:
             time.sleep(0.001)  # the snapshots are made a few milliseconds after the adds
         assert made()
-        # Run-once, so get_all_tasks() leaves it out: its snapshot changed when it started.
-        scheduler.add_task("hog", hog_the_loop, interval=LONG, run_once=True)
-        assert loop_busy.wait(DEADLINE)
-        watchdog.start()
-        try:
+        with _loop_held(scheduler) as still_held:
             one = scheduler.get_task(ids[0])
             every = scheduler.get_all_tasks()
-            answered_first = not release.is_set()
-        finally:
-            release.set()
-            watchdog.cancel()
+            answered_first = still_held()
     assert answered_first, "the reads waited for the busy loop"
     assert one.id == ids[0] and one.status is TaskStatus.ACTIVE
     assert [task.id for task in every] == ids

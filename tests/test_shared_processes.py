@@ -9,8 +9,6 @@ skipped (a miss), counted within the span all processes were running.
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import subprocess
 import sys
@@ -26,34 +24,17 @@ from _stores_support import query
 pytestmark = pytest.mark.processes
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER = ROOT / "benchmarks" / "_process_worker.py"
+if str(ROOT) not in sys.path:  # the worker lives in benchmarks/, beside src/
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._process_worker import read_runs, spawn  # noqa: E402
+
 PROCESSES = 4
 TASKS = 25
 INTERVAL = 0.3
 RUN_SECONDS = 4.0
 #: Seconds the processes get to import quiv and add their tasks before ``go``.
 START_UP = 3.0
-
-
-def _spawn(options: dict[str, object]) -> subprocess.Popen[str]:
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), environment.get("PYTHONPATH", "")]
-    )
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), json.dumps(options)],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _runs(path: Path) -> list[tuple[float, int]]:
-    if not path.exists():
-        return []
-    pairs = (line.split() for line in path.read_text().splitlines())
-    return sorted((float(when), int(pid)) for when, pid in pairs)
 
 
 def _occurrences(times: list[float], interval: float) -> list[int]:
@@ -75,7 +56,7 @@ def test_four_processes_run_each_due_occurrence_exactly_once(store: str, tmp_pat
         "go": go,
         "stop": stop,
     }
-    processes = [_spawn(options) for _ in range(PROCESSES)]
+    processes = [spawn(options, stdout=subprocess.PIPE) for _ in range(PROCESSES)]
     errors = []
     for process in processes:
         _, stderr = process.communicate(timeout=START_UP + RUN_SECONDS + 30)
@@ -84,7 +65,7 @@ def test_four_processes_run_each_due_occurrence_exactly_once(store: str, tmp_pat
     assert errors == []
     pids: set[int] = set()
     for number in range(TASKS):
-        runs = _runs(out / f"task-{number}.txt")
+        runs = read_runs(out / f"task-{number}.txt")
         # Only the span in which all four processes were surely running counts.
         window = [(when, pid) for when, pid in runs if go + 0.5 <= when <= stop - 1.0]
         assert len(window) >= (RUN_SECONDS - 1.5) / INTERVAL - 1, (number, len(window))
@@ -117,20 +98,23 @@ def test_a_killed_workers_job_is_recorded_abandoned_and_retried_on_a_survivor(
         "lease_seconds": LEASE,
         "lease_renewal": RENEWAL,
     }
-    processes = {process.pid: process for process in (_spawn(options) for _ in range(2))}
+    processes = {
+        process.pid: process
+        for process in (spawn(options, stdout=subprocess.PIPE) for _ in range(2))
+    }
     try:
         deadline = go + 10
-        while not _runs(out / "long.txt"):
+        while not read_runs(out / "long.txt"):
             assert time.time() < deadline, "the long job never started"
             time.sleep(0.02)
-        [(_, holder)] = _runs(out / "long.txt")
+        [(_, holder)] = read_runs(out / "long.txt")
         processes[holder].kill()  # SIGKILL: no clean-up of any kind
         killed_at = time.time()
         processes[holder].wait()
-        while len(_runs(out / "long.txt")) < 2:
+        while len(read_runs(out / "long.txt")) < 2:
             assert time.time() < killed_at + LEASE + 5, "the job was not retried"
             time.sleep(0.02)
-        [survivor] = [pid for _, pid in _runs(out / "long.txt") if pid != holder]
+        [survivor] = [pid for _, pid in read_runs(out / "long.txt") if pid != holder]
         jobs = "SELECT attempt, status, error_message, ended_at, worker FROM quiv_jobs "
         jobs += "WHERE task_id = 'long' ORDER BY attempt"
         rows = query(store, jobs)
@@ -147,7 +131,7 @@ def test_a_killed_workers_job_is_recorded_abandoned_and_retried_on_a_survivor(
         assert (retry_status, retry_worker) == ("running", f"{socket.gethostname()}/{survivor}")
         # The schedule goes on in the survivor.
         time.sleep(3 * INTERVAL)
-        after = [pid for when, pid in _runs(out / "task-0.txt") if when > killed_at]
+        after = [pid for when, pid in read_runs(out / "task-0.txt") if when > killed_at]
         assert after and set(after) == {survivor}
     finally:
         for process in processes.values():
@@ -157,7 +141,7 @@ def test_a_killed_workers_job_is_recorded_abandoned_and_retried_on_a_survivor(
 
 def _run_all(options: dict[str, object], count: int) -> set[int]:
     """Run ``count`` processes until they exit; their pids."""
-    processes = [_spawn(options) for _ in range(count)]
+    processes = [spawn(options, stdout=subprocess.PIPE) for _ in range(count)]
     errors = [process.communicate(timeout=60)[1] for process in processes]
     assert [process.returncode for process in processes] == [0] * count, errors
     return {process.pid for process in processes}
@@ -177,7 +161,7 @@ def test_stop_all_and_restart_all_goes_on_from_the_stored_schedule(
     restarted = time.time() + START_UP
     _run_all({**options, "go": restarted, "stop": restarted + 2.0}, 2)
     for number in range(tasks):
-        runs = _runs(out / f"task-{number}.txt")
+        runs = read_runs(out / f"task-{number}.txt")
         before = [when for when, pid in runs if pid in first_life]
         after = [when for when, pid in runs if pid not in first_life]
         assert before and after, number
