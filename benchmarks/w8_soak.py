@@ -27,6 +27,7 @@ import sqlite3
 import sys
 import threading
 import time
+from contextlib import closing
 from typing import Any
 
 import anyio
@@ -77,7 +78,7 @@ def _db_rows(core: AsyncQuiv) -> int | None:
     path = core._store.path  # introspection only: the file is private to quiv
     if path is None or not path.exists():
         return None
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
         row = connection.execute("SELECT COUNT(*) FROM quiv_jobs").fetchone()
     return int(row[0])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -40,22 +41,21 @@ def test_batches_cover_every_row_once_in_order_within_the_limit(
 
 
 def test_many_row_upsert_inserts_and_updates_like_one_row_at_a_time() -> None:
-    columns = ("id", "status", "note")
-    table = _Table("jobs", columns)
-    connection = sqlite3.connect(":memory:")
-    connection.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, status TEXT, note TEXT)")
-    first: list[tuple[str, str, str | None]] = [(f"j{i}", "running", None) for i in range(700)]
-    for statement, parameters in table.batches(first):
-        connection.execute(statement, parameters)
-    second: list[tuple[str, str, str | None]] = [
-        (f"j{i}", "completed", f"n{i}") for i in range(0, 700, 3)
-    ]
-    second.append(("new", "scheduled", None))
-    for statement, parameters in table.batches(second):
-        connection.execute(statement, parameters)
-    stored = {row[0]: row for row in connection.execute("SELECT id, status, note FROM jobs")}
+    table = _Table("jobs", ("id", "status", "note"))
+    with closing(sqlite3.connect(":memory:")) as connection:
+        connection.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, status TEXT, note TEXT)")
+        first: list[tuple[str, str, str | None]] = [(f"j{i}", "running", None) for i in range(700)]
+        for statement, parameters in table.batches(first):
+            connection.execute(statement, parameters)
+        second: list[tuple[str, str, str | None]] = [
+            (f"j{i}", "completed", f"n{i}") for i in range(0, 700, 3)
+        ]
+        second.append(("new", "scheduled", None))
+        for statement, parameters in table.batches(second):
+            connection.execute(statement, parameters)
+        stored = {row[0]: row for row in connection.execute("SELECT id, status, note FROM jobs")}
+        order = [row[0] for row in connection.execute("SELECT id FROM jobs ORDER BY rowid")]
     expected = {row[0]: row for row in first}
     expected.update((row[0], row) for row in second)
     assert stored == expected
-    order = [row[0] for row in connection.execute("SELECT id FROM jobs ORDER BY rowid")]
     assert order == [row[0] for row in first] + ["new"]  # an update keeps its row's place
