@@ -31,40 +31,52 @@ TASK_STORED = (
 )
 JOB_EXTRA = ("worker", "progress")
 
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS quiv_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS quiv_tasks (
+
+def schema(*, blob: str, big: str, job_head: str, job_columns: str) -> tuple[str, ...]:
+    """The durable stores' tables, in a database's own type names (one list for both)."""
+    return (
+        "CREATE TABLE IF NOT EXISTS quiv_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        f"""CREATE TABLE IF NOT EXISTS quiv_tasks (
         id TEXT PRIMARY KEY,
         task_name TEXT NOT NULL,
         handler TEXT NOT NULL,
         serializer TEXT NOT NULL,
-        args BLOB NOT NULL,
-        kwargs BLOB NOT NULL,
+        args {blob} NOT NULL,
+        kwargs {blob} NOT NULL,
         definition TEXT NOT NULL,
         repeats INTEGER NOT NULL,
         max_instances INTEGER NOT NULL,
         max_retries INTEGER NOT NULL,
-        next_due INTEGER,
+        next_due {big},
         paused INTEGER NOT NULL DEFAULT 0
     )""",
-    """CREATE TABLE IF NOT EXISTS quiv_claims (
+        f"""CREATE TABLE IF NOT EXISTS quiv_claims (
         task_id TEXT NOT NULL,
-        due INTEGER NOT NULL,
+        due {big} NOT NULL,
         job_id TEXT,
         outcome TEXT NOT NULL,
         worker TEXT NOT NULL,
         PRIMARY KEY (task_id, due)
     )""",
-    f"""CREATE TABLE IF NOT EXISTS quiv_jobs (
-        id TEXT PRIMARY KEY,
-        {", ".join(name for name in JOB_COLUMNS if name != "id")},
+        f"""CREATE TABLE IF NOT EXISTS quiv_jobs (
+        {job_head}id TEXT PRIMARY KEY,
+        {job_columns},
         worker TEXT,
         progress TEXT,
-        lease_until INTEGER,
+        lease_until {big},
         generation INTEGER NOT NULL DEFAULT 1,
         cancel INTEGER NOT NULL DEFAULT 0
     )""",
-    "CREATE INDEX IF NOT EXISTS quiv_jobs_live ON quiv_jobs (task_id, status, lease_until)",
-    "CREATE INDEX IF NOT EXISTS quiv_jobs_ended ON quiv_jobs (ended_at)",
-    "CREATE INDEX IF NOT EXISTS quiv_jobs_leases ON quiv_jobs (status, lease_until)",
+        "CREATE INDEX IF NOT EXISTS quiv_jobs_live ON quiv_jobs (task_id, status, lease_until)",
+        "CREATE INDEX IF NOT EXISTS quiv_jobs_ended ON quiv_jobs (ended_at)",
+        "CREATE INDEX IF NOT EXISTS quiv_jobs_leases ON quiv_jobs (status, lease_until)",
+    )
+
+
+#: SQLite's columns take any type: the job columns are listed bare.
+SCHEMA = schema(
+    blob="BLOB",
+    big="INTEGER",
+    job_head="",
+    job_columns=", ".join(name for name in JOB_COLUMNS if name != "id"),
 )
