@@ -402,15 +402,11 @@ class Engine:
     def add(self, task: TaskEntry, delay: float) -> datetime:
         """Register ``task``; return when its first run is due (it may have started already)."""
         now = self.now()
-        self.registry.tasks[task.id] = task
-        if task.trigger.wall_clock:
-            self._wall_tasks += 1
+        self._register(task)
         if self.shared is not None:
             self.shared.add(task, now, delay)  # scheduled once the store has adopted it
         else:
             self._schedule(task, task.timeline.start(now, delay))
-        if not task.one_shot and len(self.registry.tasks) <= SNAPSHOTS_AHEAD:
-            self.registry.want_snapshot(task)  # made ahead, for reads from other threads
         self.store.save_task(task)
         self.emit_task(Event.TASK_ADDED, task)
         first_run = task.next_run_at
@@ -651,12 +647,16 @@ class Engine:
 
     def add_foreign(self, task: TaskEntry) -> None:
         """Register a task another process added to the shared store (already stored)."""
+        self._register(task)
+        self.emit_task(Event.TASK_ADDED, task)
+
+    def _register(self, task: TaskEntry) -> None:
+        """Hold ``task`` here: in the registry, counted if wall-clock, snapshot made ahead."""
         self.registry.tasks[task.id] = task
         if task.trigger.wall_clock:
             self._wall_tasks += 1
         if not task.one_shot and len(self.registry.tasks) <= SNAPSHOTS_AHEAD:
             self.registry.want_snapshot(task)  # made ahead, for reads from other threads
-        self.emit_task(Event.TASK_ADDED, task)
 
     def schedule_at(self, task: TaskEntry, slot: Moment) -> None:
         """Put ``task`` on the heap for ``slot`` (plus jitter) and wake the loop for it."""
