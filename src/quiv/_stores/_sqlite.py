@@ -18,6 +18,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -74,6 +75,25 @@ def check_location(path: Path) -> None:
             )
 
 
+def _use_wal(connection: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (it stays so), waiting out other processes' openings.
+
+    Switching the journal mode of a new file fails at once with "database is
+    locked", without waiting for the busy timeout, while another process that
+    opens the same file at the same moment is in its schema transaction: so
+    several processes starting together try again until the timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)  # a worker thread: the other process's transaction is short
+
+
 class SQLiteStore(DurableStore):
     """Durable, shared schedule and history in one SQLite file."""
 
@@ -114,7 +134,7 @@ class SQLiteStore(DurableStore):
                 check_same_thread=False,
             )
             connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
-            connection.execute("PRAGMA journal_mode=WAL")
+            _use_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseInitializationError(
