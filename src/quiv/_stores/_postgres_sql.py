@@ -1,13 +1,15 @@
 """The PostgreSQL store's transaction: the same decisions as SQLite's, in PostgreSQL.
 
 The task rows a round touches are locked first, in id order, with one
-``SELECT ... FOR UPDATE`` (so two processes' rounds never deadlock); a claim
-then reads the task's stored next due time under that lock, and the claim row
-goes in with ``ON CONFLICT DO NOTHING``: whoever inserts it holds the
-occurrence. A round that changed what other processes must know (a task
-added, paused, resumed, removed or replanned, a cancel request) ends with a
-``NOTIFY``, delivered at commit, so they look at once instead of at their next
-poll. Every value is a bound parameter.
+``SELECT ... FOR UPDATE`` that also reads their run state (so two processes'
+rounds never deadlock). The round's claims are then decided together, in a
+few set-based statements whatever their number (``_claims``), because the
+locks are held as long as the transaction lasts: whoever inserts an
+occurrence's claim row (``ON CONFLICT DO NOTHING``) holds it. A round that
+changed what other processes must know (a task added, paused, resumed,
+removed or replanned, a cancel request) ends with a ``NOTIFY``, delivered at
+commit, so they look at once instead of at their next poll. Every value is
+a bound parameter.
 """
 
 from __future__ import annotations
@@ -101,39 +103,109 @@ async def _adopt(
     return state
 
 
-async def _claim(connection: AsyncConnection, request: Claim, batch: Batch) -> ClaimResult:
-    state = await _state(connection, request.task_id)
-    refused = unchanged(state, request)
-    if refused is not None:
-        return ClaimResult(refused, state or TaskState(None, False))
-    following = request.next_due(request.due, batch.now_us)
-    await connection.execute(
-        text("UPDATE quiv_tasks SET next_due = :due WHERE id = :id"),
-        {"due": following, "id": request.task_id},
-    )
-    state = TaskState(following, False)
-    outcome = verdict(request, await _live(connection, request.task_id, batch.now_us), batch.now_us)
-    inserted = await connection.execute(
+def _waves(claims: list[Claim]) -> list[list[tuple[int, Claim]]]:
+    """``claims`` (numbered) in waves holding at most one claim of each task, in order.
+
+    A wave is decided with a few set-based statements; a second occurrence of
+    a task waits for the next wave, so it sees what the first one did.
+    """
+    waves: list[list[tuple[int, Claim]]] = []
+    depth: dict[str, int] = {}
+    for index, request in enumerate(claims):
+        level = depth.get(request.task_id, 0)
+        depth[request.task_id] = level + 1
+        if level == len(waves):
+            waves.append([])
+        waves[level].append((index, request))
+    return waves
+
+
+async def _live_counts(
+    connection: AsyncConnection, task_ids: list[str], now_us: int
+) -> dict[str, int]:
+    found = await connection.execute(
         text(
-            "INSERT INTO quiv_claims (task_id, due, job_id, outcome, worker) "
-            "VALUES (:task, :due, :job, :outcome, :worker) ON CONFLICT DO NOTHING"
+            "SELECT task_id, COUNT(*) FROM quiv_jobs "
+            f"WHERE task_id = ANY(CAST(:ids AS TEXT[])) AND {_LIVE} GROUP BY task_id"
         ),
-        {
-            "task": request.task_id,
-            "due": request.due,
-            "job": request.job_id,
-            "outcome": outcome.value,
-            "worker": batch.worker,
-        },
+        {"ids": task_ids, "now": now_us},
     )
-    if inserted.rowcount != 1:  # held already: never run it a second time
-        return ClaimResult(Outcome.LOST, state)
-    if outcome is Outcome.RUN:
-        values = dict(zip(JOB_COLUMNS, request.job_row, strict=True))
+    return {task_id: int(count) for task_id, count in found}
+
+
+async def _claims(
+    connection: AsyncConnection,
+    claims: list[Claim],
+    states: dict[str, TaskState],
+    batch: Batch,
+) -> list[ClaimResult]:
+    """Decide every claim of the round with a few statements a wave, not five a claim.
+
+    The task rows are locked and their states read already (``states``); each
+    wave moves the next due times on, inserts its claim rows (those already
+    held come back missing from ``RETURNING``: lost, never run twice) and the
+    job rows of the claims that run here.
+    """
+    results: list[ClaimResult | None] = [None] * len(claims)
+    claimed = sorted({request.task_id for request in claims})
+    live = await _live_counts(connection, claimed, batch.now_us) if claims else {}
+    for wave in _waves(claims):
+        held: list[tuple[int, Claim, Outcome]] = []
+        for index, request in wave:
+            state = states.get(request.task_id)
+            refused = unchanged(state, request)
+            if refused is not None:
+                results[index] = ClaimResult(refused, state or TaskState(None, False))
+                continue
+            following = request.next_due(request.due, batch.now_us)
+            states[request.task_id] = TaskState(following, False)
+            outcome = verdict(request, live.get(request.task_id, 0), batch.now_us)
+            held.append((index, request, outcome))
+        if not held:
+            continue
         await connection.execute(
-            _CLAIM_JOB, {**values, "worker": batch.worker, "lease_until": batch.lease_us}
+            text(
+                "UPDATE quiv_tasks AS t SET next_due = v.due FROM unnest("
+                "CAST(:ids AS TEXT[]), CAST(:dues AS BIGINT[])) AS v(id, due) WHERE t.id = v.id"
+            ),
+            {
+                "ids": [request.task_id for _, request, _ in held],
+                "dues": [states[request.task_id].next_due for _, request, _ in held],
+            },
         )
-    return ClaimResult(outcome, state)
+        inserted = await connection.execute(
+            text(
+                "INSERT INTO quiv_claims (task_id, due, job_id, outcome, worker) "
+                "SELECT v.task_id, v.due, v.job_id, v.outcome, :worker FROM unnest("
+                "CAST(:tasks AS TEXT[]), CAST(:dues AS BIGINT[]), CAST(:jobs AS TEXT[]), "
+                "CAST(:outcomes AS TEXT[])) AS v(task_id, due, job_id, outcome) "
+                "ON CONFLICT DO NOTHING RETURNING task_id"
+            ),
+            {
+                "tasks": [request.task_id for _, request, _ in held],
+                "dues": [request.due for _, request, _ in held],
+                "jobs": [request.job_id for _, request, _ in held],
+                "outcomes": [outcome.value for _, _, outcome in held],
+                "worker": batch.worker,
+            },
+        )
+        won = {task_id for (task_id,) in inserted}
+        jobs: list[dict[str, Any]] = []
+        for index, request, outcome in held:
+            state = states[request.task_id]
+            if request.task_id not in won:  # held already: never run it a second time
+                results[index] = ClaimResult(Outcome.LOST, state)
+                continue
+            results[index] = ClaimResult(outcome, state)
+            if outcome is Outcome.RUN:
+                live[request.task_id] = live.get(request.task_id, 0) + 1
+                values = dict(zip(JOB_COLUMNS, request.job_row, strict=True))
+                jobs.append({**values, "worker": batch.worker, "lease_until": batch.lease_us})
+        if jobs:
+            await connection.execute(_CLAIM_JOB, jobs)
+    decided = [result for result in results if result is not None]
+    assert len(decided) == len(claims), "every claim is decided"
+    return decided
 
 
 async def _replan(connection: AsyncConnection, request: Replan) -> None:
@@ -201,20 +273,24 @@ async def transaction(connection: AsyncConnection, batch: Batch) -> Answers:
     touched.update(request.task_id for request in batch.replans)
     touched.update(row[-1] for row in batch.task_rows)
     touched.update(batch.deleted)
+    states: dict[str, TaskState] = {}
     if touched:  # every row this round writes, locked in one order by every process
-        await connection.execute(
+        locked = await connection.execute(
             text(
-                "SELECT id FROM quiv_tasks WHERE id = ANY(CAST(:ids AS TEXT[])) "
+                "SELECT id, next_due, paused FROM quiv_tasks WHERE id = ANY(CAST(:ids AS TEXT[])) "
                 "ORDER BY id FOR UPDATE"
             ),
             {"ids": sorted(touched)},
         )
+        states = {task_id: TaskState(due, bool(paused)) for task_id, due, paused in locked}
     adopted = [await _adopt(connection, row, ask.proposed) for ask, row in batch.adoptions]
+    for (ask, _), state in zip(batch.adoptions, adopted, strict=True):
+        states[ask.task.id] = state
     if batch.job_rows:  # before claims: a finished job frees its slot for them
         await connection.execute(
             _JOB_UPSERT, [dict(zip(_JOB_WRITTEN, row, strict=True)) for row in batch.job_rows]
         )
-    results = [await _claim(connection, ask, batch) for ask in batch.claims]
+    results = await _claims(connection, batch.claims, states, batch)
     for request in batch.replans:
         await _replan(connection, request)
     for wish in batch.cancels:
