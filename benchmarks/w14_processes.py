@@ -136,17 +136,25 @@ def _shared_schedule(unit: str, sizes: Sizes, directory: Path) -> dict[str, Any]
     }
 
 
-def _fail_over(unit: str, directory: Path, quick: bool) -> dict[str, Any]:
-    out = directory / "fail-over"
-    out.mkdir()
+def _no_tasks(unit: str, directory: Path, out: Path, quick: bool, seconds: float) -> dict[str, Any]:
+    """Options for processes adding none of the cadence tasks, up for ``seconds`` after ``go``."""
     go = time.time() + _START_UP[quick]
-    options = {
-        "store": _store(unit, directory),
+    store = _store(unit, directory)
+    return {
+        "store": store,
         "out": str(out),
         "tasks": 0,
         "interval": 1.0,
         "go": go,
-        "stop": go + 60,
+        "stop": go + seconds,
+    }
+
+
+def _fail_over(unit: str, directory: Path, quick: bool) -> dict[str, Any]:
+    out = directory / "fail-over"
+    out.mkdir()
+    options = {
+        **_no_tasks(unit, directory, out, quick, 60),
         "long": 60,
         "long_retries": 1,
         "lease_seconds": _LEASE[quick],
@@ -155,7 +163,7 @@ def _fail_over(unit: str, directory: Path, quick: bool) -> dict[str, Any]:
     processes = {process.pid: process for process in (spawn(options) for _ in range(2))}
     record = out / "long.txt"
     try:
-        deadline = go + 20
+        deadline = options["go"] + 20
         while not read_runs(record) and time.time() < deadline:
             time.sleep(0.01)
         if not read_runs(record):
@@ -178,16 +186,7 @@ def _fail_over(unit: str, directory: Path, quick: bool) -> dict[str, Any]:
 def _cancel_reach(unit: str, directory: Path, quick: bool) -> dict[str, Any]:
     """Seconds from ``cancel_job`` in one process to the job's handler stopping in another."""
     notes = directory / "probe.txt"
-    go = time.time() + _START_UP[quick]
-    options = {
-        "store": _store(unit, directory),
-        "out": str(directory),
-        "tasks": 0,
-        "interval": 1.0,
-        "go": go,
-        "stop": go + _PROBING[quick],
-        "probe": str(notes),
-    }
+    options = {**_no_tasks(unit, directory, directory, quick, _PROBING[quick]), "probe": str(notes)}
     processes = [spawn(options) for _ in range(2)]
     for process in processes:
         process.communicate(timeout=_PROBING[quick] + 70)
