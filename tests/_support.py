@@ -7,9 +7,11 @@ import functools
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from quiv import AsyncQuiv, Event, Job, Quiv, Stats, Task, VirtualClock
 from quiv._engine import Engine
@@ -177,3 +179,17 @@ async def driven(facade: str, **options: Any) -> AsyncIterator[Driver]:
         yield Driver(sync)
     finally:
         await anyio.to_thread.run_sync(sync.shutdown)
+
+
+def open_database_files(path: Path) -> int:
+    """How many descriptors of this process are open on the database file."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += fd.readlink() == path
+        except OSError:  # closed meanwhile
+            pass
+    return count

@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from quiv._exceptions import DatabaseInitializationError
+from quiv._readers import ThreadReaders
 from quiv._registry import JOB_COLUMNS
 
 from ._durable import Answers, AnyLogger, Batch, DurableStore
@@ -103,8 +104,7 @@ class SQLiteStore(DurableStore):
         self._path = options.path
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one statement stream on the connection at a time
-        self._readers = threading.local()
-        self._reader_list: list[sqlite3.Connection] = []
+        self._readers = ThreadReaders(BUSY_TIMEOUT_SECONDS)
         self._leases: LeaseKeeper | None = None
 
     @property
@@ -234,29 +234,16 @@ class SQLiteStore(DurableStore):
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
-            for reader in self._reader_list:
-                reader.close()
-            self._reader_list.clear()
+        self._readers.close()
 
     # -- reads: synchronous, from any thread -----------------------------------
 
     def _reader(self) -> sqlite3.Connection | None:
-        connection: sqlite3.Connection | None = getattr(self._readers, "connection", None)
-        if connection is None and not self._closed:
-            try:
-                connection = sqlite3.connect(
-                    f"{self._path.resolve().as_uri()}?mode=ro",
-                    uri=True,
-                    timeout=BUSY_TIMEOUT_SECONDS,
-                    check_same_thread=False,
-                )
-            except sqlite3.Error as exc:
-                self._logger.warning("quiv could not read its database %s: %s", self._path, exc)
-                return None
-            self._readers.connection = connection
-            with self._lock:
-                self._reader_list.append(connection)
-        return connection
+        try:
+            return self._readers.connection(self._path)
+        except sqlite3.Error as exc:
+            self._logger.warning("quiv could not read its database %s: %s", self._path, exc)
+            return None
 
     def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         connection = self._reader()
