@@ -7,12 +7,10 @@ the poll period); real processes are in ``test_shared_processes``.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import os
 import sqlite3
 import stat
-import threading
 import time
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
@@ -23,7 +21,7 @@ import anyio
 import pytest
 
 from _stores_support import query
-from _support import noop, open_database_files
+from _support import noop, read_from_short_lived_threads
 from quiv import (
     AsyncQuiv,
     ConfigurationError,
@@ -382,29 +380,12 @@ def test_a_threads_read_connection_closes_with_the_thread(url: str) -> None:
         while not scheduler.get_all_jobs(status="completed"):
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        files_before = open_database_files(_path(url))
-        counts: list[int] = []
-
         store = scheduler._core._store
         since = datetime.now(timezone.utc) - timedelta(days=1)
-
-        def read() -> None:  # the store's read, as every thread's get_job makes it
-            counts.extend(len(store.read_jobs(since)) for _ in range(5))
-
-        for _ in range(8):
-            threads = [threading.Thread(target=read) for _ in range(4)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(DEADLINE)
-        assert counts == [1] * 160
-        deadline = time.monotonic() + DEADLINE
-        # SQLite keeps a closed connection's descriptor for the next one to reuse while
-        # the writer holds its locks: as many as were open at once, never one per thread.
-        while open_database_files(_path(url)) > files_before + 4:
-            assert time.monotonic() < deadline, "connections of ended threads left open"
-            gc.collect()
-            time.sleep(0.01)
+        counts = read_from_short_lived_threads(
+            _path(url), lambda: len(store.read_jobs(since)), rounds=8
+        )
+    assert counts == [1] * 160
 
 
 async def test_a_new_trigger_moves_the_stored_schedule(store: str) -> None:
