@@ -926,7 +926,7 @@ class AsyncQuiv:
             JobNotFoundError: if no job has this id.
         """
         self._check_usable()
-        job = self._engine.job_model(check_id(job_id, "job_id"))
+        job = await self._engine.job_model_off_loop(check_id(job_id, "job_id"))
         if job is None:
             raise JobNotFoundError(job_id)
         return job
@@ -983,7 +983,7 @@ class AsyncQuiv:
         """
         self._check_usable()
         query = HistoryQuery.of(status, task_id, since, until, limit, offset, newest_first)
-        return self._engine.job_models(query)
+        return await self._engine.job_models_off_loop(query)
 
     async def wait_for_job(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - the API's name
         """Wait until a job has ended and return it; at once if it already has.
@@ -1054,12 +1054,16 @@ class AsyncQuiv:
         return result
 
     async def _watch_job(self, job_id: str, waiter: Waiter) -> Job | None:
-        """The job if it has ended; else ``waiter`` is told when it does. Never suspends."""
+        """The job if it has ended; else ``waiter`` is told when it does.
+
+        Suspends only to read a job memory let go of from a store whose reads
+        wait on a network (``Engine.job_model_off_loop``).
+        """
         self._check_usable()
         job_id = check_id(job_id, "job_id")
         job = self._engine.registry.jobs.get(job_id)
         if job is None or job.status.is_final:  # only ended jobs leave memory
-            model = self._engine.job_model(job_id)
+            model = await self._engine.job_model_off_loop(job_id)
             if model is None:
                 raise JobNotFoundError(job_id)
             return model

@@ -277,6 +277,8 @@ class Store:
     before their row's turn comes, so they are never written at all.
     """
 
+    reads_wait = False  # a local file
+
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
         self._logger = logger
         self._tasks: dict[str, Row | None] = {}  # None: delete

@@ -89,6 +89,8 @@ def _job_extra(job: Any, holder: str) -> tuple[Any, ...]:
 class DurableStore(ABC):
     """The producers and the round loop; a backend supplies the transaction and reads."""
 
+    reads_wait = False  # a backend whose reads cross a network says so
+
     def __init__(self, options: StoreOptions, logger: AnyLogger, worker: Callable[[], str]) -> None:
         self._options = options
         self._logger = logger

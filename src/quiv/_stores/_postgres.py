@@ -39,6 +39,8 @@ _IN_WINDOW = "(ended_at IS NULL OR ended_at >= ${})"
 class PostgresStore(DurableStore):
     """Durable, shared schedule and history in a PostgreSQL database."""
 
+    reads_wait = True  # a network round trip, or READ_TIMEOUT if the server is gone
+
     def __init__(self, options: StoreOptions, logger: AnyLogger, worker: Callable[[], str]) -> None:
         super().__init__(options, logger, worker)
         assert options.url is not None
