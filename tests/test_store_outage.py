@@ -21,6 +21,7 @@ from anyio.from_thread import start_blocking_portal
 
 from _stores_support import query, store_url
 from quiv import AsyncQuiv
+from quiv._stores import _postgres
 
 DEADLINE = 15.0
 runs: list[tuple[str, Any]] = []
@@ -146,11 +147,13 @@ async def test_postgresql_unreachable_holds_claims_back_and_none_runs_twice(
 
 
 async def test_a_silent_server_never_stalls_the_loop_on_a_read(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A read the server does not answer waits in a worker thread, not on the loop;
-    once one has timed out, the next ones fail at once until the server is back."""
+    once one has timed out, the next ones fail at once until the server is back.
+    A round of the store that the server does not answer fails, with a warning."""
     url = store_url("postgresql", tmp_path)  # skipped without a server
+    monkeypatch.setattr(_postgres, "STATEMENT_TIMEOUT", 1.0)
     proxy = _proxy_for(url)
     runs.clear()
     with start_blocking_portal() as portal:
@@ -177,6 +180,8 @@ async def test_a_silent_server_never_stalls_the_loop_on_a_read(
             began = anyio.current_time()
             assert len(await scheduler.get_all_jobs()) == 1
             assert anyio.current_time() - began < 1.0  # not READ_TIMEOUT again: at once
+            # The store's poll round got no answer either: it failed, and said so.
+            await _wait_for(lambda: "could not reach its database" in caplog.text)
             portal.call(proxy.restore)
             await scheduler._store.flush()
         proxied.cancel()

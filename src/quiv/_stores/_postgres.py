@@ -26,12 +26,14 @@ from quiv._registry import JOB_COLUMNS
 from ._durable import Answers, AnyLogger, Batch, DurableStore
 from ._options import StoreOptions
 from ._postgres_schema import SCHEMA, SCHEMA_LOCK
-from ._postgres_side import PostgresSide
+from ._postgres_side import CONNECT_TIMEOUT, PostgresSide
 from ._postgres_sql import CHANNEL, transaction
 from ._sqlite_schema import JOB_EXTRA, SCHEMA_VERSION
 
 __all__ = ["PostgresStore"]
 
+#: Seconds one statement of a round may take before the round fails.
+STATEMENT_TIMEOUT = 10.0
 _SELECT_JOBS = f"SELECT {', '.join((*JOB_COLUMNS, *JOB_EXTRA))} FROM quiv_jobs"
 _IN_WINDOW = "(ended_at IS NULL OR ended_at >= ${})"
 
@@ -59,7 +61,14 @@ class PostgresStore(DurableStore):
         return self._url.render_as_string(hide_password=True)
 
     async def open(self) -> None:
-        engine = create_async_engine(self._url, pool_size=2, max_overflow=2)
+        engine = create_async_engine(
+            self._url,
+            pool_size=2,
+            max_overflow=2,
+            # A server that stops answering fails the round (it is retried, decided
+            # afresh) instead of holding it, and shutdown, for ever.
+            connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": STATEMENT_TIMEOUT},
+        )
         try:
             async with engine.begin() as connection:
                 await self._check_schema(connection)
