@@ -330,6 +330,7 @@ async def test_history_retention_purges_old_jobs_and_claims(store: str) -> None:
     runs.clear()
     async with AsyncQuiv(store=store, history_retention_seconds=0.3) as scheduler:
         await scheduler.add_task("beat", remember, interval=0.1, args=("beat",), task_id="beat")
+        await scheduler.add_task("once", remember, interval=LONG, run_once=True, args=("once",))
         await _wait_for_runs("beat", 8)
         await scheduler.pause_task("beat")
         await anyio.sleep(0.5)  # every run so far is now older than the retention
@@ -338,6 +339,9 @@ async def test_history_retention_purges_old_jobs_and_claims(store: str) -> None:
             while query(store, "SELECT COUNT(*) FROM quiv_claims") != [(0,)]:  # noqa: ASYNC110 - the database
                 await anyio.sleep(0.05)
         assert query(store, "SELECT COUNT(*) FROM quiv_jobs") == [(0,)]
+        # The run-once task's row went with its run's history (it kept a restart from
+        # running it again: test below); the repeating task's row stays.
+        assert query(store, "SELECT id FROM quiv_tasks") == [("beat",)]
 
 
 async def test_a_run_once_task_added_again_after_its_run_does_not_run_twice(store: str) -> None:

@@ -23,7 +23,7 @@ from quiv._registry import JOB_COLUMNS
 
 from ._durable import Answers, Batch
 from ._requests import Cancel, Claim, ClaimResult, Outcome, Poll, Replan, TaskState
-from ._rows import unchanged, verdict
+from ._rows import SPENT_ONE_SHOTS, unchanged, verdict
 from ._sqlite_schema import JOB_EXTRA, TASK_STORED
 
 __all__ = ["CHANNEL", "transaction"]
@@ -309,15 +309,15 @@ async def transaction(connection: AsyncConnection, batch: Batch) -> Answers:
             [_task_values((row[-1], *row[:-1])) for row in batch.task_rows],
         )
     if batch.purge is not None:
-        await connection.execute(
-            text("DELETE FROM quiv_jobs WHERE ended_at < :ended"),
-            {"ended": batch.purge.isoformat(" ")},
-        )
+        cutoff = {
+            "ended": batch.purge.isoformat(" "),
+            "before": int(batch.purge.timestamp() * 1_000_000),
+        }
+        spent = SPENT_ONE_SHOTS.format(before=":before", ended=":ended")
+        await connection.execute(text(spent), cutoff)
+        await connection.execute(text("DELETE FROM quiv_jobs WHERE ended_at < :ended"), cutoff)
         # Claims that old guard nothing: next_due has long moved past them.
-        await connection.execute(
-            text("DELETE FROM quiv_claims WHERE due < :before"),
-            {"before": int(batch.purge.timestamp() * 1_000_000)},
-        )
+        await connection.execute(text("DELETE FROM quiv_claims WHERE due < :before"), cutoff)
     if batch.adoptions or batch.replans or batch.cancels or batch.deleted:
         await connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
     known = batch.known

@@ -32,6 +32,7 @@ from quiv._registry import JOB_COLUMNS
 
 from ._durable import Answers, AnyLogger, Batch, DurableStore
 from ._options import StoreOptions
+from ._rows import SPENT_ONE_SHOTS
 from ._sqlite_claims import (
     adopt,
     cancel,
@@ -211,9 +212,11 @@ class SQLiteStore(DurableStore):
                     connection.executemany(task_update_sql(), batch.task_rows)
                 if batch.purge is not None:
                     ended = batch.purge.isoformat(" ")
+                    before = int(batch.purge.timestamp() * 1_000_000)
+                    spent = SPENT_ONE_SHOTS.format(before="?", ended="?")
+                    connection.execute(spent, (before, ended))
                     connection.execute("DELETE FROM quiv_jobs WHERE ended_at < ?", (ended,))
                     # Claims that old guard nothing: next_due has long moved past them.
-                    before = int(batch.purge.timestamp() * 1_000_000)
                     connection.execute("DELETE FROM quiv_claims WHERE due < ?", (before,))
                 known = batch.known
                 polled = None if known is None else read_poll(connection, known, worker)
