@@ -26,6 +26,7 @@ from quiv import (
     AsyncQuiv,
     ConfigurationError,
     HandlerRegistrationError,
+    Job,
     JobStatus,
     Quiv,
     TaskStatus,
@@ -284,6 +285,49 @@ async def test_a_task_added_in_one_scheduler_is_known_and_controlled_from_the_ot
             while (await other.get_job(job.id)).status is not JobStatus.CANCELLED:  # noqa: ASYNC110 - the database
                 await anyio.sleep(0.01)
         assert await other.cancel_job(job.id) is False
+
+
+async def test_waiting_for_a_job_that_another_scheduler_runs(store: str) -> None:
+    runs.clear()
+    async with AsyncQuiv(store=store) as one, AsyncQuiv(store=store) as other:
+        await one.add_task("r", reporting, interval=LONG, task_id="r")
+        with anyio.fail_after(DEADLINE):
+            while not (jobs := await other.get_all_jobs(status="running")):  # noqa: ASYNC110 - the database
+                await anyio.sleep(0.01)
+        [job] = jobs
+        ended: list[Job] = []
+
+        async def wait() -> None:
+            ended.append(await other.wait_for_job(job.id, timeout=DEADLINE))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await anyio.sleep(0.7)  # more than a poll period: it still runs, so still waited for
+            assert ended == []
+            await one.cancel_job(job.id)
+        assert [(found.id, found.status) for found in ended] == [(job.id, JobStatus.CANCELLED)]
+
+
+async def test_waiting_for_a_tasks_next_run_in_another_scheduler(store: str) -> None:
+    runs.clear()
+    async with AsyncQuiv(store=store) as one, AsyncQuiv(store=store) as other:
+        for scheduler in (one, other):
+            await scheduler.add_task(
+                "t", remember, interval=LONG, delay=LONG, args=("t",), task_id="t"
+            )
+        ended: list[Job] = []
+
+        async def wait() -> None:
+            ended.append(await other.wait_for_task("t", timeout=DEADLINE))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            await one.run_task_immediately("t")  # runs in ``one``
+        assert runs == [("t", None)]
+        [job] = ended
+        assert (job.task_id, job.status) == ("t", JobStatus.COMPLETED)
+        assert [found.id for found in await one.get_all_jobs(task_id="t")] == [job.id]
 
 
 async def test_a_locked_database_holds_runs_back_and_none_runs_twice(

@@ -20,7 +20,7 @@ from quiv import AsyncQuiv
 from quiv._registry import JOB_COLUMNS
 from quiv._stores import open_store, store_options
 from quiv._stores._durable import Batch, DurableStore
-from quiv._stores._requests import Claim, ClaimResult, Outcome, TaskState
+from quiv._stores._requests import Claim, ClaimResult, Outcome, TaskState, Watched
 
 pytestmark = pytest.mark.anyio
 
@@ -73,6 +73,7 @@ async def _decide(store: DurableStore, claims: list[Claim], now_us: int) -> list
         job_rows=[],
         purge=None,
         known=None,
+        watched=Watched(),
         worker=WORKER,
         now_us=now_us,
         lease_us=now_us + 30 * SECOND,

@@ -1066,9 +1066,11 @@ class AsyncQuiv:
             model = await self._engine.job_model_off_loop(job_id)
             if model is None:
                 raise JobNotFoundError(job_id)
-            return model
+            if model.status.is_final:
+                return model
+            # Live in another process (a shared store): its end is seen at a poll.
         self._check_open()
-        self._engine.job_waiters.setdefault(job.id, []).append(waiter)
+        self._engine.job_waiters.setdefault(job_id, []).append(waiter)
         return None
 
     async def _watch_task(self, task_id: str, waiter: Waiter) -> Job | None:
@@ -1077,6 +1079,8 @@ class AsyncQuiv:
         task = self._engine.registry.task(check_id(task_id, "task_id"))
         self._check_open()
         self._engine.task_waiters.setdefault(task.id, []).append(waiter)
+        if self._engine.shared is not None:  # its next run may be another process's
+            self._engine.shared.watch_task(task.id, waiter)
         return None
 
     async def _unwatch(self, ident: str, waiter: Waiter) -> None:

@@ -28,7 +28,6 @@ import anyio
 
 from quiv._exceptions import DatabaseInitializationError
 from quiv._readers import ThreadReaders
-from quiv._registry import JOB_COLUMNS
 
 from ._durable import Answers, AnyLogger, Batch, DurableStore
 from ._options import StoreOptions
@@ -43,14 +42,13 @@ from ._sqlite_claims import (
     task_update_sql,
 )
 from ._sqlite_leases import LeaseKeeper
-from ._sqlite_schema import JOB_EXTRA, SCHEMA, SCHEMA_VERSION
+from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, SELECT_JOBS
 
 __all__ = ["SQLiteStore"]
 
 #: Seconds a transaction waits for another process's write lock before failing.
 BUSY_TIMEOUT_SECONDS = 5.0
 
-_SELECT_JOBS = f"SELECT {', '.join((*JOB_COLUMNS, *JOB_EXTRA))} FROM quiv_jobs"
 _IN_WINDOW = "(ended_at IS NULL OR ended_at >= ?)"
 
 
@@ -219,7 +217,9 @@ class SQLiteStore(DurableStore):
                     # Claims that old guard nothing: next_due has long moved past them.
                     connection.execute("DELETE FROM quiv_claims WHERE due < ?", (before,))
                 known = batch.known
-                polled = None if known is None else read_poll(connection, known, worker)
+                polled = (
+                    None if known is None else read_poll(connection, known, worker, batch.watched)
+                )
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -260,16 +260,16 @@ class SQLiteStore(DurableStore):
 
     def read_job(self, job_id: str, ended_since: datetime) -> tuple[Any, ...] | None:
         rows = self._read(
-            f"{_SELECT_JOBS} WHERE id = ? AND {_IN_WINDOW}", (job_id, ended_since.isoformat(" "))
+            f"{SELECT_JOBS} WHERE id = ? AND {_IN_WINDOW}", (job_id, ended_since.isoformat(" "))
         )
         return rows[0] if rows else None
 
     def read_jobs(self, ended_since: datetime, status: str | None = None) -> list[tuple[Any, ...]]:
         since = ended_since.isoformat(" ")
         if status is None:
-            return self._read(f"{_SELECT_JOBS} WHERE {_IN_WINDOW} ORDER BY rowid", (since,))
+            return self._read(f"{SELECT_JOBS} WHERE {_IN_WINDOW} ORDER BY rowid", (since,))
         where = f"{_IN_WINDOW} AND (status = ? OR ended_at IS NULL)"
-        return self._read(f"{_SELECT_JOBS} WHERE {where} ORDER BY rowid", (since, status))
+        return self._read(f"{SELECT_JOBS} WHERE {where} ORDER BY rowid", (since, status))
 
     async def read_rows(self, table: str) -> list[dict[str, Any]]:
         """Every row of ``"tasks"``, ``"jobs"`` or ``"claims"`` as committed; for tests."""
