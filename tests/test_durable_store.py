@@ -265,20 +265,27 @@ async def reporting(_progress_hook: Any, _stop_event: Any) -> None:
     remember("stopped")
 
 
+async def _running_in_one_seen_by_other(one: AsyncQuiv, other: AsyncQuiv) -> Job:
+    """Start task ``r`` (``reporting``) in ``one``; its running job, once ``other`` sees it."""
+    await one.add_task("r", reporting, interval=LONG, task_id="r")
+    with anyio.fail_after(DEADLINE):
+        while not (jobs := await other.get_all_jobs(status="running")):  # noqa: ASYNC110 - the database
+            await anyio.sleep(0.01)
+    [job] = jobs
+    return job
+
+
 async def test_a_task_added_in_one_scheduler_is_known_and_controlled_from_the_other(
     store: str,
 ) -> None:
     runs.clear()
     async with AsyncQuiv(store=store) as one, AsyncQuiv(store=store) as other:
-        await one.add_task("r", reporting, interval=LONG, task_id="r")
         # The other learns of it within the poll period, and sees its job and progress.
+        job = await _running_in_one_seen_by_other(one, other)
         with anyio.fail_after(DEADLINE):
-            while not (jobs := await other.get_all_jobs(status="running")):  # noqa: ASYNC110 - the database
-                await anyio.sleep(0.01)
-            while (await other.get_job(jobs[0].id)).progress != {"step": 1}:  # noqa: ASYNC110 - the database
+            while (await other.get_job(job.id)).progress != {"step": 1}:  # noqa: ASYNC110 - the database
                 await anyio.sleep(0.01)
         assert (await other.get_task("r")).task_name == "r"
-        [job] = jobs
         assert await other.cancel_job(job.id) is True  # runs in ``one``: asked through the store
         await _wait_for_runs("stopped", 1)
         with anyio.fail_after(DEADLINE):
@@ -290,11 +297,7 @@ async def test_a_task_added_in_one_scheduler_is_known_and_controlled_from_the_ot
 async def test_waiting_for_a_job_that_another_scheduler_runs(store: str) -> None:
     runs.clear()
     async with AsyncQuiv(store=store) as one, AsyncQuiv(store=store) as other:
-        await one.add_task("r", reporting, interval=LONG, task_id="r")
-        with anyio.fail_after(DEADLINE):
-            while not (jobs := await other.get_all_jobs(status="running")):  # noqa: ASYNC110 - the database
-                await anyio.sleep(0.01)
-        [job] = jobs
+        job = await _running_in_one_seen_by_other(one, other)
         ended: list[Job] = []
 
         async def wait() -> None:
