@@ -10,6 +10,8 @@ side thread (leases, LISTEN, reads) must reconnect rather than die.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -20,7 +22,7 @@ from anyio.abc import SocketStream, TaskStatus
 from anyio.from_thread import start_blocking_portal
 
 from _stores_support import query, store_url
-from quiv import AsyncQuiv
+from quiv import AsyncQuiv, Quiv
 from quiv._stores import _postgres
 
 DEADLINE = 15.0
@@ -184,4 +186,33 @@ async def test_a_silent_server_never_stalls_the_loop_on_a_read(
             await _wait_for(lambda: "could not reach its database" in caplog.text)
             portal.call(proxy.restore)
             await scheduler._store.flush()
+        proxied.cancel()
+
+
+def test_the_sync_facade_reads_a_silent_server_off_its_loop(tmp_path: Path) -> None:
+    """``Quiv``'s read from a thread waits for the server in a task of its own: a call
+    from another thread that needs the loop is answered meanwhile."""
+    url = store_url("postgresql", tmp_path)  # skipped without a server
+    proxy = _proxy_for(url)
+    runs.clear()
+    with start_blocking_portal() as portal:
+        proxied, port = portal.start_task(proxy.serve)
+        with Quiv(store=_through(port, url)) as scheduler:
+            scheduler.add_task("once", remember, interval=60, run_once=True, args=("x",))
+            deadline = time.monotonic() + DEADLINE
+            while runs != [("x", None)]:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            portal.call(proxy.stall)
+            found: list[int] = []
+            reader = threading.Thread(target=lambda: found.append(len(scheduler.get_all_jobs())))
+            reader.start()
+            time.sleep(0.3)
+            assert reader.is_alive()  # waiting for the server (READ_TIMEOUT)
+            began = time.monotonic()
+            assert scheduler.stats().pool_size > 0  # the loop answers meanwhile...
+            assert time.monotonic() - began < 1.0  # ... not once the read gave up (~1.7 s)
+            reader.join(DEADLINE)
+            assert found == [1]  # from memory, once the read gave up
+            portal.call(proxy.restore)
         proxied.cancel()

@@ -277,6 +277,11 @@ class Engine:
         if failure is not None:
             raise failure
 
+    @property
+    def task_group(self) -> TaskGroup | None:
+        """The group the engine's tasks run in, once started."""
+        return self._task_group
+
     def _start(self, task_group: TaskGroup, main_loop: asyncio.AbstractEventLoop | None) -> None:
         """Start the loop, the dispatcher and the writer as tasks of ``task_group``."""
         self._task_group = task_group

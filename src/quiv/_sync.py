@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import enum
+import functools
 import logging
 import sys
 import threading
@@ -367,9 +368,22 @@ class Quiv:
             except BaseException as exc:  # the caller re-raises it
                 future.set_exception(exc)
 
+        call: Callable[[], object] = run
+        engine = self._core._engine
+        if engine.store.reads_wait and engine.task_group is not None:
+            # A store across a network: a read waits for it in a worker thread, which
+            # only a task may await, so the call gets one; the loop goes on meanwhile.
+            async def waiting() -> None:
+                try:
+                    future.set_result(await method(*args))
+                except BaseException as exc:  # the caller re-raises it
+                    future.set_exception(exc)
+
+            call = functools.partial(engine.task_group.start_soon, waiting)
+
         self._in_flight.add(future)
         try:
-            if not inbox.submit(run):  # the loop is closing or closed
+            if not inbox.submit(call):  # the loop is closing or closed
                 raise SchedulerClosedError()
             return future.result()
         finally:
