@@ -401,25 +401,33 @@ class Quiv:
         task_id: str | None = None,
     ) -> str:
         """Blocking form of :meth:`AsyncQuiv.add_task`; returns without waiting for the loop."""
-        positional = (task_name, func, interval, delay, run_once, fixed_interval, args, kwargs)
-        options: dict[str, Any] = {
-            "cron": cron,
-            "run_at": run_at,
-            "trigger": trigger,
-            "timezone": timezone,
-            "jitter": jitter,
-            "misfire_grace": misfire_grace,
-            "coalesce": coalesce,
-            "max_instances": max_instances,
-            "max_retries": max_retries,
-            "retry_backoff": retry_backoff,
-            "retry_backoff_max": retry_backoff_max,
-            "timeout": timeout,
-            "task_id": task_id,
-        }
+        values = (
+            task_name,
+            func,
+            interval,
+            delay,
+            run_once,
+            fixed_interval,
+            args,
+            kwargs,
+            progress_callback,
+            cron,
+            run_at,
+            trigger,
+            timezone,
+            jitter,
+            misfire_grace,
+            coalesce,
+            max_instances,
+            max_retries,
+            retry_backoff,
+            retry_backoff_max,
+            timeout,
+            task_id,
+        )
         if self._from_thread():
-            return self._core._add_task_nowait(*positional, progress_callback, **options)
-        return self._call(lambda: self._core.add_task(*positional, progress_callback, **options))
+            return self._core._add_task_nowait(*values)
+        return self._call(self._core._add_task, *values)
 
     def update_task(
         self,
