@@ -13,7 +13,8 @@ PEER_REQUIREMENT_apscheduler := apscheduler>=3.11,<4
 help:
 	@echo "make demo   - create $(VENV), install quiv, run examples/demo.py"
 	@echo "make test   - create $(VENV), install dev extras, run lint, type check and tests"
-	@echo "make mutation - mutation-test the pure modules (_schedule, _validation, _triggers);"
+	@echo "make mutation - mutation-test the pure modules (_schedule, _validation, _triggers,"
+	@echo "              _stores._rows);"
 	@echo "              fails on a survivor"
 	@echo "make bench  - run the benchmark suite (benchmarks/), print a table, write JSON;"
 	@echo "              PEERS=apscheduler adds APScheduler 3.11's figures (side venv $(PEER_VENV))"

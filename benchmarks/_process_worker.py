@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,46 @@ import anyio
 
 from quiv import AsyncQuiv
 
+#: The probe task's period: a probe job runs until another process cancels it.
+PROBE_INTERVAL = 1.0
 
-def record(path: str) -> None:
-    """Append this run's wall time and pid (one ``write`` of ``O_APPEND``: atomic)."""
+
+def _append(path: str, line: str) -> None:
+    """One ``write`` of ``O_APPEND``: atomic, whatever the other processes write."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, f"{time.time():.6f} {os.getpid()}\n".encode())
+        os.write(fd, f"{line}\n".encode())
     finally:
         os.close(fd)
+
+
+def record(path: str) -> None:
+    """Append this run's wall time and pid."""
+    _append(path, f"{time.time():.6f} {os.getpid()}")
+
+
+async def probe(path: str, _job_id: str, _stop_event: threading.Event) -> None:
+    """Run until told to stop, looking every millisecond; note when the stop was seen."""
+    while not _stop_event.is_set():  # noqa: ASYNC110 - a threading.Event, as handlers get
+        await anyio.sleep(0.001)
+    _append(path, f"stopped {_job_id} {time.time():.6f}")
+
+
+async def cancel_others(scheduler: AsyncQuiv, path: str, until: float) -> None:
+    """Cancel every probe job another process runs, as soon as the store shows it."""
+    asked: set[str] = set()
+    mine = f"/{os.getpid()}"
+    while time.time() < until:
+        for job in await scheduler.get_all_jobs("running"):
+            if job.task_id != "probe" or job.id in asked or not job.worker:
+                continue
+            if job.worker.endswith(mine):
+                continue  # ours: the other process cancels it, through the store
+            asked.add(job.id)
+            sent = time.time()
+            await scheduler.cancel_job(job.id)
+            _append(path, f"cancel {job.id} {sent:.6f}")
+        await anyio.sleep(0.01)
 
 
 def long_run(path: str, seconds: float) -> None:
@@ -67,8 +100,20 @@ async def main(options: dict[str, Any]) -> None:
             max_retries=options.get("long_retries", 0),
             retry_backoff=0,
         )
+    if options.get("probe"):
+        await scheduler.add_task(
+            "probe",
+            probe,
+            interval=PROBE_INTERVAL,
+            delay=delay,
+            args=(options["probe"],),
+            task_id="probe",
+        )
     async with scheduler:
         print("READY", os.getpid(), flush=True)
+        if options.get("probe"):
+            # The last cancel leaves time to arrive before the processes stop.
+            await cancel_others(scheduler, options["probe"], options["stop"] - 1.5)
         await anyio.sleep(max(0.0, options["stop"] - time.time()))
 
 

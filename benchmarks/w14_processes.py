@@ -9,6 +9,10 @@ be 0), counted on each task's cadence while every process was up; lateness
 p99 against the cadence. Then the fail-over time: two processes, a long job,
 ``kill -9`` of the one running it; seconds until a survivor starts its retry
 (the lease is 3 s, renewed every second; half that at the quick sizes).
+Last, how fast control travels: two processes, a probe task each runs in
+turn until the other process's ``cancel_job`` reaches it; seconds from that
+call to the handler seeing its stop event (targets: 1 s on SQLite, which
+polls every 0.5 s; 100 ms on PostgreSQL, which notifies).
 
 Units: ``sqlite`` always; ``postgresql`` when ``QUIV_TEST_POSTGRES_URL`` names
 a server (its ``quiv_*`` tables are dropped first).
@@ -36,6 +40,9 @@ _START_UP = {False: 4.0, True: 2.0}
 _LEASE = {False: 3.0, True: 1.5}
 _RENEWAL = {False: 1.0, True: 0.5}
 _TABLES = "quiv_claims, quiv_jobs, quiv_tasks, quiv_meta"
+#: Seconds the cancel probes run (fewer at the quick sizes), and the bound per backend.
+_PROBING = {False: 12.0, True: 4.0}
+_REACH = {"sqlite": 1.0, "postgresql": 0.1}
 
 
 def units(sizes: Sizes) -> list[str]:
@@ -129,17 +136,25 @@ def _shared_schedule(unit: str, sizes: Sizes, directory: Path) -> dict[str, Any]
     }
 
 
-def _fail_over(unit: str, directory: Path, quick: bool) -> dict[str, Any]:
-    out = directory / "fail-over"
-    out.mkdir()
+def _no_tasks(unit: str, directory: Path, out: Path, quick: bool, seconds: float) -> dict[str, Any]:
+    """Options for processes adding none of the cadence tasks, up for ``seconds`` after ``go``."""
     go = time.time() + _START_UP[quick]
-    options = {
-        "store": _store(unit, directory),
+    store = _store(unit, directory)
+    return {
+        "store": store,
         "out": str(out),
         "tasks": 0,
         "interval": 1.0,
         "go": go,
-        "stop": go + 60,
+        "stop": go + seconds,
+    }
+
+
+def _fail_over(unit: str, directory: Path, quick: bool) -> dict[str, Any]:
+    out = directory / "fail-over"
+    out.mkdir()
+    options = {
+        **_no_tasks(unit, directory, out, quick, 60),
         "long": 60,
         "long_retries": 1,
         "lease_seconds": _LEASE[quick],
@@ -148,7 +163,7 @@ def _fail_over(unit: str, directory: Path, quick: bool) -> dict[str, Any]:
     processes = {process.pid: process for process in (spawn(options) for _ in range(2))}
     record = out / "long.txt"
     try:
-        deadline = go + 20
+        deadline = options["go"] + 20
         while not read_runs(record) and time.time() < deadline:
             time.sleep(0.01)
         if not read_runs(record):
@@ -168,19 +183,46 @@ def _fail_over(unit: str, directory: Path, quick: bool) -> dict[str, Any]:
             process.communicate()
 
 
+def _cancel_reach(unit: str, directory: Path, quick: bool) -> dict[str, Any]:
+    """Seconds from ``cancel_job`` in one process to the job's handler stopping in another."""
+    notes = directory / "probe.txt"
+    options = {**_no_tasks(unit, directory, directory, quick, _PROBING[quick]), "probe": str(notes)}
+    processes = [spawn(options) for _ in range(2)]
+    for process in processes:
+        process.communicate(timeout=_PROBING[quick] + 70)
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    lines = notes.read_text().splitlines() if notes.exists() else []
+    for kind, job_id, when in (line.split() for line in lines):
+        (sent if kind == "cancel" else seen)[job_id] = float(when)
+    reach = [seen[job_id] - sent[job_id] for job_id in sent if job_id in seen]
+    return {
+        "cancel_reach": distribution(reach),
+        "cancels_unanswered": len(sent.keys() - seen.keys()),
+    }
+
+
 def run_unit(unit: str, sizes: Sizes) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="quiv-w14-") as name:
         directory = Path(name)  # mkdtemp: mode 0700, as the store requires
         data = _shared_schedule(unit, sizes, directory)
-        data.update(_fail_over(unit, _fresh(directory), sizes.quick))  # a store of its own
+        data.update(_fail_over(unit, _fresh(directory, "fail-over"), sizes.quick))
+        data.update(_cancel_reach(unit, _fresh(directory, "probe"), sizes.quick))
         return data
 
 
-def _fresh(directory: Path) -> Path:
-    """A second private directory, for the fail-over run's own store and records."""
-    second = directory / "second"
+def _fresh(directory: Path, name: str) -> Path:
+    """Another private directory, for a run with its own store and records."""
+    second = directory / name
     second.mkdir(mode=0o700)
     return second
+
+
+def _worst_reach(found: dict[str, Any]) -> float:
+    """The slowest cancel, in seconds; infinite if one never reached its job."""
+    if found["cancels_unanswered"]:
+        return math.inf
+    return _number(found["cancel_reach"].get("max_ms")) / 1000
 
 
 def _number(value: Any) -> float:
@@ -193,7 +235,9 @@ def summarize(data: dict[str, dict[str, Any]], sizes: Sizes) -> list[Metric]:
         f"{sizes.w14_processes} processes, {sizes.w14_tasks} tasks every {sizes.w14_interval:g}s"
     )
     for unit, found in data.items():
-        details = {key: value for key, value in found.items() if key != "lateness"}
+        details = {
+            key: value for key, value in found.items() if key not in ("lateness", "cancel_reach")
+        }
         metrics += [
             Metric(
                 "W14",
@@ -235,6 +279,20 @@ def summarize(data: dict[str, dict[str, Any]], sizes: Sizes) -> list[Metric]:
                 "lower",
                 target=_LEASE[sizes.quick] + 1.0,
                 note=f"lease {_LEASE[sizes.quick]:g}s, renewed every {_RENEWAL[sizes.quick]:g}s",
+            ),
+            Metric(
+                "W14",
+                unit,
+                "cancel reach, worst",
+                _worst_reach(found),
+                "s",
+                "lower",
+                target=_REACH[unit],
+                note=f"{found['cancel_reach'].get('n', 0)} cancels from the other process",
+                details={
+                    "cancel_reach": found["cancel_reach"],
+                    "unanswered": found["cancels_unanswered"],
+                },
             ),
         ]
     return metrics

@@ -16,6 +16,19 @@ shows every job event and progress message as it happens.
 quiv's errors become HTTP errors in one exception handler (an unknown id is a
 404, not a 500).
 
+Several workers share one schedule when ``QUIV_STORE`` names a durable store::
+
+    QUIV_STORE=sqlite:///$HOME/.local/state/myapp/quiv.db \\
+        uvicorn examples.fastapi_app:app --workers 3
+
+Every worker adds the recurring tasks with the same ``task_id``, so the store
+keeps one of each and every due run happens in exactly one worker (the
+``housekeeping`` task, every ``HOUSEKEEPING_SECONDS``, shows it: with
+``HOUSEKEEPING_LOG`` set, each run appends a line with its worker's pid).
+``GET /jobs`` answers from any worker with the jobs of all of them, including
+each one's latest ``progress``; the websocket and the progress callbacks stay
+with the worker that runs the job.
+
 The scheduler is an ``AsyncQuiv`` on the app's own event loop, entered in the
 lifespan, so handlers, listeners and progress callbacks all run on that loop.
 """
@@ -27,6 +40,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -121,6 +135,13 @@ async def build_report(
 # --8<-- [end:report]
 
 
+def housekeeping(log: str | None) -> None:
+    """Recurring upkeep (a stand-in); with ``log``, one line per run says which worker ran it."""
+    if log:
+        with open(log, "a") as record:
+            print(f"{time.time():.6f} pid={os.getpid()}", file=record)
+
+
 # --8<-- [start:auth]
 OPERATOR_COOKIE = "operator"
 
@@ -157,9 +178,15 @@ class CrunchRequest(BaseModel):
 
 
 # --8<-- [start:app]
-def create_app(pool_size: int = 4, operator_token: str | None = None) -> FastAPI:
-    """Build the app; each call gets its own scheduler (handy in tests)."""
-    scheduler = AsyncQuiv(pool_size=pool_size)
+def create_app(
+    pool_size: int = 4, operator_token: str | None = None, store: str | None = None
+) -> FastAPI:
+    """Build the app; each call gets its own scheduler (handy in tests).
+
+    ``store``: None keeps the schedule private to this process; a durable
+    store's URL shares it with every other process using that store.
+    """
+    scheduler = AsyncQuiv(pool_size=pool_size, store=store)
     hub = ProgressHub()
     token = operator_token or os.environ.get("QUIV_OPERATOR_TOKEN") or secrets.token_urlsafe()
 
@@ -169,13 +196,24 @@ def create_app(pool_size: int = 4, operator_token: str | None = None) -> FastAPI
             if event.is_job_event:
                 await scheduler.add_listener(event, hub.on_job_event)
         # Two recurring reports, run at night or from the dashboard's "Run now".
+        # Stable ids: with a shared store, every worker names the same task.
         for name, sections in (("nightly-report", 10), ("full-reindex", 600)):
             await scheduler.add_task(
                 name,
                 build_report,
                 cron="0 3 * * *",
                 kwargs={"sections": sections, "section_seconds": 0.2},
+                task_id=name,
             )
+        period = float(os.environ.get("HOUSEKEEPING_SECONDS", "300"))
+        await scheduler.add_task(
+            "housekeeping",
+            housekeeping,
+            interval=period,
+            delay=period,  # first run one period after start-up
+            args=(os.environ.get("HOUSEKEEPING_LOG"),),
+            task_id="housekeeping",
+        )
         if operator_token is None and "QUIV_OPERATOR_TOKEN" not in os.environ:
             logging.getLogger("uvicorn.error").warning("dashboard login token: %s", token)
         async with scheduler:  # starts with the app, shuts down gracefully with it
@@ -275,7 +313,7 @@ def create_app(pool_size: int = 4, operator_token: str | None = None) -> FastAPI
     return app
 
 
-app = create_app()
+app = create_app(store=os.environ.get("QUIV_STORE"))
 # --8<-- [end:app]
 
 PAGE = """<!doctype html>

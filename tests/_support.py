@@ -4,12 +4,16 @@ a driver that runs one scenario on either facade."""
 from __future__ import annotations
 
 import functools
+import gc
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from quiv import AsyncQuiv, Event, Job, Quiv, Stats, Task, VirtualClock
 from quiv._engine import Engine
@@ -177,3 +181,45 @@ async def driven(facade: str, **options: Any) -> AsyncIterator[Driver]:
         yield Driver(sync)
     finally:
         await anyio.to_thread.run_sync(sync.shutdown)
+
+
+def open_database_files(path: Path) -> int:
+    """How many descriptors of this process are open on the database file."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += fd.readlink() == path
+        except OSError:  # closed meanwhile
+            pass
+    return count
+
+
+def read_from_short_lived_threads(path: Path, read: Callable[[], int], rounds: int) -> list[int]:
+    """What ``read`` returns, called 5 times in each of 4 threads, ``rounds`` times over.
+
+    Then waits until the threads' connections to the database at ``path`` are
+    closed again (the threads have ended); fails if they stay open. SQLite keeps
+    a closed connection's descriptor for the next one to reuse while another
+    connection holds its locks: as many as were open at once, never one per thread.
+    """
+    files_before = open_database_files(path)
+    results: list[int] = []
+
+    def reader() -> None:
+        results.extend(read() for _ in range(5))
+
+    for _ in range(rounds):
+        threads = [threading.Thread(target=reader) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    deadline = time.monotonic() + 10
+    while open_database_files(path) > files_before + 4:
+        assert time.monotonic() < deadline, "connections of ended threads left open"
+        gc.collect()
+        time.sleep(0.01)
+    return results

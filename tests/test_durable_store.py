@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import time
 from contextlib import closing
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,12 @@ import anyio
 import pytest
 
 from _stores_support import query
-from _support import noop
+from _support import noop, read_from_short_lived_threads
 from quiv import (
     AsyncQuiv,
     ConfigurationError,
     HandlerRegistrationError,
+    Job,
     JobStatus,
     Quiv,
     TaskStatus,
@@ -263,26 +265,72 @@ async def reporting(_progress_hook: Any, _stop_event: Any) -> None:
     remember("stopped")
 
 
+async def _running_in_one_seen_by_other(one: AsyncQuiv, other: AsyncQuiv) -> Job:
+    """Start task ``r`` (``reporting``) in ``one``; its running job, once ``other`` sees it."""
+    await one.add_task("r", reporting, interval=LONG, task_id="r")
+    with anyio.fail_after(DEADLINE):
+        while not (jobs := await other.get_all_jobs(status="running")):  # noqa: ASYNC110 - the database
+            await anyio.sleep(0.01)
+    [job] = jobs
+    return job
+
+
 async def test_a_task_added_in_one_scheduler_is_known_and_controlled_from_the_other(
     store: str,
 ) -> None:
     runs.clear()
     async with AsyncQuiv(store=store) as one, AsyncQuiv(store=store) as other:
-        await one.add_task("r", reporting, interval=LONG, task_id="r")
         # The other learns of it within the poll period, and sees its job and progress.
+        job = await _running_in_one_seen_by_other(one, other)
         with anyio.fail_after(DEADLINE):
-            while not (jobs := await other.get_all_jobs(status="running")):  # noqa: ASYNC110 - the database
-                await anyio.sleep(0.01)
-            while (await other.get_job(jobs[0].id)).progress != {"step": 1}:  # noqa: ASYNC110 - the database
+            while (await other.get_job(job.id)).progress != {"step": 1}:  # noqa: ASYNC110 - the database
                 await anyio.sleep(0.01)
         assert (await other.get_task("r")).task_name == "r"
-        [job] = jobs
         assert await other.cancel_job(job.id) is True  # runs in ``one``: asked through the store
         await _wait_for_runs("stopped", 1)
         with anyio.fail_after(DEADLINE):
             while (await other.get_job(job.id)).status is not JobStatus.CANCELLED:  # noqa: ASYNC110 - the database
                 await anyio.sleep(0.01)
         assert await other.cancel_job(job.id) is False
+
+
+async def test_waiting_for_a_job_that_another_scheduler_runs(store: str) -> None:
+    runs.clear()
+    async with AsyncQuiv(store=store) as one, AsyncQuiv(store=store) as other:
+        job = await _running_in_one_seen_by_other(one, other)
+        ended: list[Job] = []
+
+        async def wait() -> None:
+            ended.append(await other.wait_for_job(job.id, timeout=DEADLINE))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await anyio.sleep(0.7)  # more than a poll period: it still runs, so still waited for
+            assert ended == []
+            await one.cancel_job(job.id)
+        assert [(found.id, found.status) for found in ended] == [(job.id, JobStatus.CANCELLED)]
+
+
+async def test_waiting_for_a_tasks_next_run_in_another_scheduler(store: str) -> None:
+    runs.clear()
+    async with AsyncQuiv(store=store) as one, AsyncQuiv(store=store) as other:
+        for scheduler in (one, other):
+            await scheduler.add_task(
+                "t", remember, interval=LONG, delay=LONG, args=("t",), task_id="t"
+            )
+        ended: list[Job] = []
+
+        async def wait() -> None:
+            ended.append(await other.wait_for_task("t", timeout=DEADLINE))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            await one.run_task_immediately("t")  # runs in ``one``
+        assert runs == [("t", None)]
+        [job] = ended
+        assert (job.task_id, job.status) == ("t", JobStatus.COMPLETED)
+        assert [found.id for found in await one.get_all_jobs(task_id="t")] == [job.id]
 
 
 async def test_a_locked_database_holds_runs_back_and_none_runs_twice(
@@ -329,6 +377,7 @@ async def test_history_retention_purges_old_jobs_and_claims(store: str) -> None:
     runs.clear()
     async with AsyncQuiv(store=store, history_retention_seconds=0.3) as scheduler:
         await scheduler.add_task("beat", remember, interval=0.1, args=("beat",), task_id="beat")
+        await scheduler.add_task("once", remember, interval=LONG, run_once=True, args=("once",))
         await _wait_for_runs("beat", 8)
         await scheduler.pause_task("beat")
         await anyio.sleep(0.5)  # every run so far is now older than the retention
@@ -337,6 +386,9 @@ async def test_history_retention_purges_old_jobs_and_claims(store: str) -> None:
             while query(store, "SELECT COUNT(*) FROM quiv_claims") != [(0,)]:  # noqa: ASYNC110 - the database
                 await anyio.sleep(0.05)
         assert query(store, "SELECT COUNT(*) FROM quiv_jobs") == [(0,)]
+        # The run-once task's row went with its run's history (it kept a restart from
+        # running it again: test below); the repeating task's row stays.
+        assert query(store, "SELECT id FROM quiv_tasks") == [("beat",)]
 
 
 async def test_a_run_once_task_added_again_after_its_run_does_not_run_twice(store: str) -> None:
@@ -369,6 +421,22 @@ def test_the_sync_facade_shares_a_durable_schedule(store: str) -> None:
     with Quiv(store=store) as again:  # a restart: the stored history is read back
         assert [old.id for old in again.get_all_jobs(status="completed")] == [job.id]
     assert runs == [("s", None)]
+
+
+def test_a_threads_read_connection_closes_with_the_thread(url: str) -> None:
+    """Reads from short-lived threads (sync handlers' workers, say) leave no file open."""
+    with Quiv(store=url) as scheduler:
+        scheduler.add_task("s", remember, interval=LONG, args=("s",), task_id="s")
+        deadline = time.monotonic() + DEADLINE
+        while not scheduler.get_all_jobs(status="completed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        store = scheduler._core._store
+        since = datetime.now(timezone.utc) - timedelta(days=1)
+        counts = read_from_short_lived_threads(
+            _path(url), lambda: len(store.read_jobs(since)), rounds=8
+        )
+    assert counts == [1] * 160
 
 
 async def test_a_new_trigger_moves_the_stored_schedule(store: str) -> None:

@@ -272,7 +272,7 @@ def websocket_inbox(client: TestClient, path: str) -> Iterator[Inbox]:
 
 
 #: The recurring tasks the example adds at start-up, for its dashboard.
-REPORTS = ("nightly-report", "full-reindex")
+RECURRING = ("nightly-report", "full-reindex", "housekeeping")
 
 
 def test_fastapi_app_streams_progress_lists_and_cancels() -> None:
@@ -299,7 +299,7 @@ def test_fastapi_app_streams_progress_lists_and_cancels() -> None:
                 {"type": "job", "event": "job_completed", "task_id": task_id, "job_id": job_id},
             ]
             # A finished run-once task is gone; its job stays in the history.
-            assert [t["task_name"] for t in client.get("/tasks").json()] == list(REPORTS)
+            assert [t["task_name"] for t in client.get("/tasks").json()] == list(RECURRING)
             assert [job["id"] for job in client.get("/jobs?status=completed").json()] == [job_id]
 
             long_task = client.post("/jobs", json={"steps": 10_000, "step_seconds": 0.01}).json()
@@ -354,7 +354,7 @@ def test_fastapi_app_answers_bad_input_with_4xx() -> None:
         assert (missing.status_code, missing.json()["error"]) == (404, "JobNotFoundError")
         assert client.post("/jobs", content=b"not json").status_code == 422
         assert client.post("/jobs", json={"steps": 0}).status_code == 422
-        assert [t["task_name"] for t in client.get("/tasks").json()] == list(REPORTS)
+        assert [t["task_name"] for t in client.get("/tasks").json()] == list(RECURRING)
 
 
 def test_fastapi_app_mounts_the_dashboard_behind_the_operator_cookie() -> None:
@@ -372,7 +372,7 @@ def test_fastapi_app_mounts_the_dashboard_behind_the_operator_cookie() -> None:
         assert page.status_code == 200
         assert 'data-action="run"' in page.text  # mounted with its actions on
         names = [task["task_name"] for task in client.get("/quiv/api/tasks").json()]
-        assert names == list(REPORTS)
+        assert names == list(RECURRING)
 
 
 # -- fastapi_quickstart.py -------------------------------------------------------
@@ -524,10 +524,14 @@ async def test_cron_examples_build_the_tasks_the_docs_describe() -> None:
     assert nightly.timezone == "America/New_York"
 
 
-# -- several_processes.py ------------------------------------------------------------
+# -- several workers: several_processes.py and fastapi_app.py -------------------------
 
 HEARTBEAT = 0.4
-SEVERAL = "several_processes.py"
+#: Each example's module, and how its recurring task is told its period and record.
+SHARED_SCHEDULE = {
+    "several_processes": ("HEARTBEAT_SECONDS", "HEARTBEAT_FILE"),
+    "fastapi_app": ("HOUSEKEEPING_SECONDS", "HOUSEKEEPING_LOG"),
+}
 
 
 def _free_port() -> int:
@@ -538,22 +542,25 @@ def _free_port() -> int:
 
 
 @pytest.mark.processes
-def test_several_processes_runs_each_heartbeat_once_under_uvicorn_workers(
-    tmp_path: Path,
-) -> None:
-    """``uvicorn examples.several_processes:app --workers 3``: one run per due time."""
+@pytest.mark.parametrize("example", sorted(SHARED_SCHEDULE))
+def test_each_due_run_happens_once_under_uvicorn_workers(example: str, tmp_path: Path) -> None:
+    """``uvicorn examples.<example>:app --workers 3`` on a SQLite store: one run per due time."""
     private = tmp_path / "state"
     private.mkdir(mode=0o700)
-    record = private / "heartbeats.txt"
+    record = private / "runs.txt"
+    period, log = SHARED_SCHEDULE[example]
     environment = dict(os.environ)
     environment.update(
-        QUIV_STORE=f"sqlite:///{private / 'quiv.db'}",
-        HEARTBEAT_FILE=str(record),
-        HEARTBEAT_SECONDS=str(HEARTBEAT),
-        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), environment.get("PYTHONPATH", "")]),
+        {
+            "QUIV_STORE": f"sqlite:///{private / 'quiv.db'}",
+            "QUIV_OPERATOR_TOKEN": "test",  # fastapi_app: no token printed by each worker
+            log: str(record),
+            period: str(HEARTBEAT),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), environment.get("PYTHONPATH", "")]),
+        }
     )
     port = _free_port()
-    module = f"examples.{SEVERAL.removesuffix('.py')}:app"
+    module = f"examples.{example}:app"
     command = [sys.executable, "-m", "uvicorn", module]
     command += ["--workers", "3", "--port", str(port), "--log-level", "warning"]
     server = subprocess.Popen(

@@ -14,12 +14,12 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from _support import read_from_short_lived_threads
 from quiv import (
     AsyncQuiv,
     Event,
@@ -241,45 +241,17 @@ def test_history_reads_from_the_loop_thread_and_other_threads(
         scheduler._portal.call(store.flush)
         scheduler._portal.call(store.flush)
         since = ended[0].started_at.replace(year=2000)
-        results: list[int] = []
-
-        def reader() -> None:
-            for _ in range(20):
-                results.append(len(store.read_jobs(since)))
-
         path = store.path
         assert path is not None
-        files_before = _open_database_files(path)
-        for _ in range(3):
-            threads = [threading.Thread(target=reader) for _ in range(4)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(DEADLINE)
-        assert results == [9] * 240
+        results = read_from_short_lived_threads(path, lambda: len(store.read_jobs(since)), 3)
+        assert results == [9] * 60
         # Each thread's connection is closed when the thread ends (its state is freed
-        # just after join() returns). SQLite may keep a few closed descriptors of the
-        # file for reuse while the writer holds its locks, never one per thread.
+        # just after join() returns).
         deadline = time.monotonic() + DEADLINE
-        while len(store._reader_set) > 1:  # the loop thread's own
+        while len(store._readers._open) > 1:  # the loop thread's own
             assert time.monotonic() < deadline, "connections of ended threads left open"
             gc.collect()
             time.sleep(0.01)
-        assert _open_database_files(path) <= files_before + 4
-
-
-def _open_database_files(path: Path) -> int:
-    """How many descriptors of this process are open on the database file."""
-    fds = Path("/proc/self/fd")
-    if not fds.is_dir():
-        pytest.skip("needs /proc")
-    count = 0
-    for fd in fds.iterdir():
-        try:
-            count += fd.readlink() == path
-        except OSError:  # closed meanwhile
-            pass
-    return count
 
 
 # -- the write-behind queue holds back new jobs, never the loop --------------------------

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from _stores_support import query
+from quiv import AsyncQuiv
 from quiv._registry import JOB_COLUMNS
 from quiv._stores import open_store, store_options
 from quiv._stores._durable import Batch, DurableStore
-from quiv._stores._requests import Claim, ClaimResult, Outcome, TaskState
+from quiv._stores._requests import Claim, ClaimResult, Outcome, TaskState, Watched
 
 pytestmark = pytest.mark.anyio
 
@@ -72,6 +73,7 @@ async def _decide(store: DurableStore, claims: list[Claim], now_us: int) -> list
         job_rows=[],
         purge=None,
         known=None,
+        watched=Watched(),
         worker=WORKER,
         now_us=now_us,
         lease_us=now_us + 30 * SECOND,
@@ -159,3 +161,45 @@ async def test_a_round_of_mixed_claims_is_decided_claim_by_claim(store: str) -> 
         ("live-d", "d", "other/2"),
         ("live-f", "f", "other/2"),
     ]
+
+
+async def test_misfire_grace_is_counted_in_microseconds_from_the_due_time(store: str) -> None:
+    backend = open_store(store_options(store, "json", 30, 10), logging.getLogger("test"))
+    assert isinstance(backend, DurableStore)
+    await backend.open()
+    try:
+        now = int(time.time()) * SECOND
+        lateness = {"on-time": 0, "half": SECOND // 2, "edge": SECOND, "past": SECOND + 1}
+        for task_id, late in lateness.items():
+            _task(store, task_id, now - late)
+        claims = [
+            _claim(task_id, now - late, f"{task_id}-1", grace=1.0)
+            for task_id, late in lateness.items()
+        ]
+        results = await _decide(backend, claims, now)
+    finally:
+        await backend._dispose()
+    outcomes = {
+        claim.task_id: result.outcome for claim, result in zip(claims, results, strict=True)
+    }
+    assert outcomes == {
+        "on-time": Outcome.RUN,
+        "half": Outcome.RUN,
+        "edge": Outcome.RUN,  # exactly misfire_grace late is still in time
+        "past": Outcome.MISSED,
+    }
+
+
+def idle() -> None:
+    """A module-level handler: importable by its name."""
+
+
+async def test_a_changed_definition_is_stored_under_the_tasks_id(store: str) -> None:
+    async with AsyncQuiv(store=store) as scheduler:
+        await scheduler.add_task("nightly", idle, interval=3600, delay=3600, task_id="n1")
+        await scheduler.add_task("later", idle, interval=60, delay=3600, run_once=True)
+        await scheduler._store.flush()  # stored: what follows is a change of the row
+        await scheduler.update_task("n1", max_instances=3)
+        await scheduler._store.flush()
+    rows = query(store, "SELECT task_name, repeats, max_instances FROM quiv_tasks")
+    assert sorted(rows) == [("later", 0, 1), ("nightly", 1, 3)]

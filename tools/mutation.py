@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS: dict[str, list[str]] = {
     "quiv._schedule": ["tests/test_schedule.py"],
     "quiv._validation": ["tests/test_validation.py"],
+    "quiv._stores._rows": ["tests/test_store_claims.py"],
     **{
         f"quiv._triggers._{name}": ["tests/test_triggers.py", "tests/test_timelines.py"]
         for name in ("base", "every", "cron", "at", "policies", "choose")

@@ -934,7 +934,7 @@ class AsyncQuiv:
             JobNotFoundError: if no job has this id.
         """
         self._check_usable()
-        job = self._engine.job_model(check_id(job_id, "job_id"))
+        job = await self._engine.job_model_off_loop(check_id(job_id, "job_id"))
         if job is None:
             raise JobNotFoundError(job_id)
         return job
@@ -991,7 +991,7 @@ class AsyncQuiv:
         """
         self._check_usable()
         query = HistoryQuery.of(status, task_id, since, until, limit, offset, newest_first)
-        return self._engine.job_models(query)
+        return await self._engine.job_models_off_loop(query)
 
     async def wait_for_job(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - the API's name
         """Wait until a job has ended and return it; at once if it already has.
@@ -1062,17 +1062,23 @@ class AsyncQuiv:
         return result
 
     async def _watch_job(self, job_id: str, waiter: Waiter) -> Job | None:
-        """The job if it has ended; else ``waiter`` is told when it does. Never suspends."""
+        """The job if it has ended; else ``waiter`` is told when it does.
+
+        Suspends only to read a job memory let go of from a store whose reads
+        wait on a network (``Engine.job_model_off_loop``).
+        """
         self._check_usable()
         job_id = check_id(job_id, "job_id")
         job = self._engine.registry.jobs.get(job_id)
         if job is None or job.status.is_final:  # only ended jobs leave memory
-            model = self._engine.job_model(job_id)
+            model = await self._engine.job_model_off_loop(job_id)
             if model is None:
                 raise JobNotFoundError(job_id)
-            return model
+            if model.status.is_final:
+                return model
+            # Live in another process (a shared store): its end is seen at a poll.
         self._check_open()
-        self._engine.job_waiters.setdefault(job.id, []).append(waiter)
+        self._engine.job_waiters.setdefault(job_id, []).append(waiter)
         return None
 
     async def _watch_task(self, task_id: str, waiter: Waiter) -> Job | None:
@@ -1081,6 +1087,8 @@ class AsyncQuiv:
         task = self._engine.registry.task(check_id(task_id, "task_id"))
         self._check_open()
         self._engine.task_waiters.setdefault(task.id, []).append(waiter)
+        if self._engine.shared is not None:  # its next run may be another process's
+            self._engine.shared.watch_task(task.id, waiter)
         return None
 
     async def _unwatch(self, ident: str, waiter: Waiter) -> None:

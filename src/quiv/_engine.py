@@ -26,6 +26,7 @@ applies exactly one of them, so no await can ever interleave with a change.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import heapq
 import logging
@@ -102,6 +103,11 @@ LAG_WINDOW = 1000
 
 
 _EVERYTHING = HistoryQuery()
+#: True while the sync facade runs a call of the core inline, where it cannot suspend.
+INLINE: contextvars.ContextVar[bool] = contextvars.ContextVar("quiv_inline", default=False)
+#: A store's history reads (``read_job``, ``read_jobs``), or what stands in for them.
+ReadJob = Callable[[str, datetime], "tuple[Any, ...] | None"]
+ReadJobs = Callable[[datetime, "str | None"], "list[tuple[Any, ...]]"]
 
 
 def _entry_key(job: JobEntry) -> tuple[JobStatus, str, datetime]:
@@ -984,14 +990,17 @@ class Engine:
         """Jobs that ended before this instant are outside the retention window."""
         return self.clock.now() - timedelta(seconds=self.config.history_retention_seconds)
 
-    def job_model(self, job_id: str) -> Job | None:
-        """The snapshot of one job in memory or in the store, None if there is none."""
+    def job_model(self, job_id: str, read_job: ReadJob | None = None) -> Job | None:
+        """The snapshot of one job in memory or in the store, None if there is none.
+
+        ``read_job``: what stands in for the store's read (see ``job_model_off_loop``).
+        """
         job = self.registry.jobs.get(job_id)
         if job is not None:
             return job.to_model()
         if not self.registry.stored_ends and self.shared is None:
             return None  # the store holds nothing that memory does not
-        row = self.store.read_job(job_id, self._history_start())
+        row = (read_job or self.store.read_job)(job_id, self._history_start())
         if row is None or (row[5] is None and self.shared is None):  # not there, or stale
             return None
         return job_from_row(row)
@@ -1013,21 +1022,53 @@ class Engine:
         row = self.store.read_job(job_id, self._history_start())
         return None if row is None or row[5] is None else job_from_row(row)
 
-    def job_models(self, query: HistoryQuery = _EVERYTHING) -> list[Job]:
-        """The jobs in the retention window that ``query`` picks; the newest state wins."""
+    def job_models(
+        self, query: HistoryQuery = _EVERYTHING, read_jobs: ReadJobs | None = None
+    ) -> list[Job]:
+        """The jobs in the retention window that ``query`` picks; the newest state wins.
+
+        ``read_jobs``: what stands in for the store's read (see ``job_model_off_loop``).
+        """
         memory = self.registry.jobs
         if not self.registry.stored_ends and self.shared is None:  # memory holds it all
             jobs = memory.values()
             if query == _EVERYTHING:
                 return [job.to_model() for job in jobs]
             return [job.to_model() for job in select(jobs, query, _entry_key)]
-        items = self._merged_history(query.status)
+        items = self._merged_history(query.status, read_jobs or self.store.read_jobs)
         chosen = items if query == _EVERYTHING else select(items, query, _item_key)
         return [
             item.to_model() if isinstance(item, JobEntry) else job_from_row(item) for item in chosen
         ]
 
-    def _merged_history(self, status: JobStatus | None) -> list[JobEntry | tuple[Any, ...]]:
+    async def job_model_off_loop(self, job_id: str) -> Job | None:
+        """``job_model`` for the async API: a read that may wait on a network waits in
+        a worker thread, and the loop goes on meanwhile.
+
+        Memory is consulted after the read, and wins. A call the sync facade runs
+        inline (``INLINE``) cannot suspend: it reads right there.
+        """
+        if not self.store.reads_wait or INLINE.get() or job_id in self.registry.jobs:
+            return self.job_model(job_id)
+        row = await anyio.to_thread.run_sync(self.store.read_job, job_id, self._history_start())
+        return self.job_model(job_id, lambda *_: row)
+
+    async def job_models_off_loop(self, query: HistoryQuery = _EVERYTHING) -> list[Job]:
+        """``job_models`` for the async API (see ``job_model_off_loop``)."""
+        if not self.store.reads_wait or INLINE.get():
+            return self.job_models(query)
+        released = self.registry.released
+        status = None if query.status is None else query.status.value
+        rows = await anyio.to_thread.run_sync(self.store.read_jobs, self._history_start(), status)
+        if self.registry.released != released:
+            # Memory let jobs go meanwhile, perhaps some whose rows came after the
+            # read began: they would be in neither. Read again, here (rare).
+            return self.job_models(query)
+        return self.job_models(query, lambda *_: rows)
+
+    def _merged_history(
+        self, status: JobStatus | None, read_jobs: ReadJobs
+    ) -> list[JobEntry | tuple[Any, ...]]:
         """Memory's jobs and the stored rows of the others, in the order created.
 
         Rows come in creation order; a job memory holds stands in for its row. Jobs
@@ -1035,7 +1076,7 @@ class Engine:
         ``status``, the store returns only the rows that may match it.
         """
         memory, shared = self.registry.jobs, self.shared is not None
-        rows = self.store.read_jobs(self._history_start(), None if status is None else status.value)
+        rows = read_jobs(self._history_start(), None if status is None else status.value)
         items: list[JobEntry | tuple[Any, ...]] = []
         seen: set[str] = set()
         for row in rows:

@@ -296,6 +296,8 @@ class Registry:
         #: End times (monotonic) of the jobs held only by the store, as ``[first, last]``
         #: spans in end order, each at most a purge granularity long.
         self.stored_ends: deque[list[float]] = deque()
+        #: How many finished jobs memory has let go of (``release_stored``), ever.
+        self.released = 0
         self._heap: list[tuple[float, int, int, TaskEntry]] = []
         self.jobs_created = 0
         self._seq = 0
@@ -548,6 +550,7 @@ class Registry:
             job = finished.popleft()
             del jobs[job.id]
             released += 1
+            self.released += 1
             end = job.ended_mono
             assert end is not None
             if spans and end - spans[-1][0] <= granularity:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ._foreign import foreign_task
 from ._ids import new_id
 from ._models import Event, JobStatus
-from ._registry import TaskEntry
+from ._registry import TaskEntry, job_from_row
 from ._stores._durable import DurableStore
 from ._stores._requests import (
     Abandoned,
@@ -36,11 +36,12 @@ from ._stores._requests import (
     Poll,
     Replan,
     TaskState,
+    Watched,
 )
 from ._triggers import Every, Moment
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ._engine import Engine, Waiter
 
 __all__ = ["SharedSchedule", "micros", "wall_of"]
 
@@ -106,9 +107,13 @@ class SharedSchedule:
         #: Paused or resumed here since the poll under way began: its answer is older.
         self._changed: set[str] = set()
         self._removed: set[str] = set()  # removed here: not to be rebuilt from a stale poll
+        #: ``wait_for_task`` waiters, with when each began (the history's text form):
+        #: the task's next end may come in another process, seen at a poll.
+        self._task_watches: dict[str, list[tuple[Waiter, str]]] = {}
         store.polled = self._polled
         store.abandoned = self._abandoned
         store.known = self._known
+        store.watched = self._watched
 
     # -- from the engine ------------------------------------------------------
 
@@ -252,9 +257,58 @@ class SharedSchedule:
         self._changed.clear()
         return frozenset(self._engine.registry.tasks.keys() | self._removed | self._pending)
 
-    def _polled(self, poll: Poll) -> None:
-        """Apply what other processes changed: tasks, pauses, resumes, due times, cancels."""
+    def watch_task(self, task_id: str, waiter: Waiter) -> None:
+        """``waiter`` (in ``task_waiters`` too) also hears of an end in another process."""
+        began = self._engine.clock.now().isoformat(" ")
+        self._task_watches.setdefault(task_id, []).append((waiter, began))
+
+    def _watched(self) -> Watched:
+        """What this process waits for in others; asked as a poll begins."""
         engine = self._engine
+        jobs = tuple(job for job in engine.job_waiters if job not in engine.registry.jobs)
+        for task_id in list(self._task_watches):  # forget the waiters told or gone
+            waiting = engine.task_waiters.get(task_id, [])
+            kept = [
+                (waiter, began)
+                for waiter, began in self._task_watches[task_id]
+                if waiter in waiting
+            ]
+            if kept:
+                self._task_watches[task_id] = kept
+            else:
+                del self._task_watches[task_id]
+        if not self._task_watches:
+            return Watched(jobs)
+        since = min(began for watches in self._task_watches.values() for _, began in watches)
+        return Watched(jobs, tuple(self._task_watches), since)
+
+    def _tell_ended(self, rows: list[tuple[Any, ...]]) -> None:
+        """Tell the waiters of jobs that ended in another process (earliest end first)."""
+        engine = self._engine
+        for row in sorted(rows, key=lambda row: row[5]):  # ended_at, in the history's text form
+            job_id, task_id, ended = row[0], row[1], row[5]
+            if job_id in engine.registry.jobs:
+                continue  # this process's own: told when it ended here
+            job = job_from_row(row)
+            for waiter in engine.job_waiters.pop(job_id, ()):
+                waiter(job)
+            waiting = engine.task_waiters.get(task_id)
+            watches = self._task_watches.get(task_id)
+            if not waiting or not watches:
+                continue
+            for waiter, began in list(watches):
+                if ended >= began and waiter in waiting:
+                    waiting.remove(waiter)
+                    watches.remove((waiter, began))
+                    waiter(job)
+            if not waiting:
+                del engine.task_waiters[task_id]
+
+    def _polled(self, poll: Poll) -> None:
+        """Apply what other processes changed: tasks, pauses, resumes, due times, cancels,
+        and the ends of jobs this process waits for."""
+        engine = self._engine
+        self._tell_ended(poll.ended)
         states = poll.states
         self._removed &= states.keys()  # gone from the store too: nothing left to guard
         for row in poll.foreign:

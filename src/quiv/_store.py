@@ -42,7 +42,6 @@ import shutil
 import stat
 import tempfile
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from ._exceptions import DatabaseInitializationError
+from ._readers import ThreadReaders
 from ._registry import JOB_COLUMNS, TASK_COLUMNS
 
 if TYPE_CHECKING:
@@ -277,6 +277,8 @@ class Store:
     before their row's turn comes, so they are never written at all.
     """
 
+    reads_wait = False  # a local file
+
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
         self._logger = logger
         self._tasks: dict[str, Row | None] = {}  # None: delete
@@ -305,10 +307,7 @@ class Store:
         self.committed: Callable[[list[Any]], None] | None = None
         # Readers: one read-only sqlite3 connection per thread, closed when the thread
         # ends or the store closes, whichever comes first.
-        self._readers = threading.local()
-        self._readers_lock = threading.Lock()
-        self._reader_set: weakref.WeakSet[_Reader] = weakref.WeakSet()
-        self._reader_generation = 0  # bumped when the file is closed or replaced
+        self._readers = ThreadReaders(BUSY_TIMEOUT_SECONDS, CACHE_KIB)
 
     @property
     def path(self) -> Path | None:
@@ -601,7 +600,7 @@ class Store:
                     await engine.dispose()
                 except Exception:
                     self._logger.debug("quiv could not close the vanished database", exc_info=True)
-        self._close_readers()
+        self._readers.close()
         self._remove_directory()
         self._stored_tasks.clear()
         if self.snapshot is None:
@@ -664,7 +663,7 @@ class Store:
 
     async def _dispose(self) -> None:
         engine, self._engine = self._engine, None
-        self._close_readers()
+        self._readers.close()
         try:
             if engine is not None:
                 await engine.dispose()
@@ -735,47 +734,13 @@ class Store:
         path = self.path
         if path is None:
             return None
-        reader: _Reader | None = getattr(self._readers, "reader", None)
-        if reader is not None and reader.generation == self._reader_generation:
-            return reader.connection
         import sqlite3
 
         try:
-            connection = sqlite3.connect(
-                f"{path.as_uri()}?mode=ro",
-                uri=True,
-                timeout=BUSY_TIMEOUT_SECONDS,
-                check_same_thread=False,  # closed by whichever thread closes the store
-            )
+            return self._readers.connection(path)
         except sqlite3.Error as exc:
             self._logger.warning("quiv could not open its job history for reading: %s", exc)
             return None
-        connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        with self._readers_lock:
-            reader = _Reader(connection, self._reader_generation)
-            self._reader_set.add(reader)
-        self._readers.reader = reader  # replaces (and so closes) an outdated one
-        return connection
-
-    def _close_readers(self) -> None:
-        with self._readers_lock:
-            self._reader_generation += 1
-            readers = list(self._reader_set)
-        for reader in readers:
-            reader.connection.close()
-
-
-class _Reader:
-    """One thread's read connection; closed when the thread ends (its locals go)."""
-
-    __slots__ = ("__weakref__", "connection", "generation")
-
-    def __init__(self, connection: sqlite3.Connection, generation: int) -> None:
-        self.connection = connection
-        self.generation = generation
-
-    def __del__(self) -> None:
-        self.connection.close()
 
 
 def _sql_time(value: datetime) -> str:

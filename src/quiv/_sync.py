@@ -53,7 +53,7 @@ from anyio.from_thread import BlockingPortal
 from ._clock import Clock
 from ._config import QuivConfig
 from ._core import AsyncQuiv
-from ._engine import Waiter
+from ._engine import INLINE, Waiter
 from ._exceptions import QuivError, SchedulerClosedError, SchedulerStateError
 from ._inbox import Inbox
 from ._jobpolicy import validate_seconds
@@ -88,10 +88,13 @@ class _State(enum.Enum):
 
 def _run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine that never suspends to completion, right here."""
+    inline = INLINE.set(True)  # the core reads right here instead of in a worker thread
     try:
         coroutine.send(None)
     except StopIteration as finished:
         return finished.value  # type: ignore[no-any-return]
+    finally:
+        INLINE.reset(inline)
     coroutine.close()
     raise SchedulerStateError(
         "this call has to wait, which is impossible on the scheduler's own loop thread; "

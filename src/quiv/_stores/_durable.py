@@ -38,6 +38,7 @@ from ._requests import (
     Poll,
     Replan,
     TaskState,
+    Watched,
 )
 from ._rows import saved_task_row, task_row
 
@@ -67,6 +68,7 @@ class Batch:
     job_rows: list[tuple[Any, ...]]
     purge: datetime | None
     known: frozenset[str] | None  # poll this round: the ids this process knows
+    watched: Watched  # what this process waits for in others (read with the poll)
     worker: str
     now_us: int
     lease_us: int
@@ -88,6 +90,8 @@ def _job_extra(job: Any, holder: str) -> tuple[Any, ...]:
 
 class DurableStore(ABC):
     """The producers and the round loop; a backend supplies the transaction and reads."""
+
+    reads_wait = False  # a backend whose reads cross a network says so
 
     def __init__(self, options: StoreOptions, logger: AnyLogger, worker: Callable[[], str]) -> None:
         self._options = options
@@ -116,6 +120,8 @@ class DurableStore(ABC):
         self.polled: Callable[[Poll], None] | None = None
         #: The ids of the tasks this process knows (read on the loop, each poll).
         self.known: Callable[[], frozenset[str]] = frozenset
+        #: What this process waits for in other processes (read on the loop, each poll).
+        self.watched: Callable[[], Watched] = Watched
         #: Called from the lease keeper's thread with jobs it recorded abandoned.
         self.abandoned: Callable[[list[Abandoned]], None] | None = None
 
@@ -285,6 +291,7 @@ class DurableStore(ABC):
             job_rows=[(*job.to_row(), *_job_extra(job, worker), lease_us) for job in jobs.values()],
             purge=self._purge_before,
             known=self.known() if poll else None,
+            watched=self.watched() if poll else Watched(),
             worker=worker,
             now_us=now_us,
             lease_us=lease_us,

@@ -1,7 +1,8 @@
 """What the engine asks of a store, whichever database is behind it.
 
 The engine only notes changes (synchronously, on the loop) and reads history
-(synchronously, from any thread); a background task of the store's own
+(synchronously, from any thread, or in a worker thread where a read may wait
+on a network: ``reads_wait``); a background task of the store's own
 (:meth:`StoreBackend.run`) does the database work. So no public method ever
 waits on a database, and the default private store keeps its write-behind
 fast path: nothing here adds an await or a round trip per job.
@@ -34,6 +35,9 @@ class StoreBackend(Protocol):
 
     failing: bool
     failed_batches: int
+    #: Whether a read may wait on a network (for seconds, if the server is gone):
+    #: then the async API makes it in a worker thread, never on the loop.
+    reads_wait: bool
     snapshot: Callable[[], tuple[Iterable[Row], Iterable[Row]]] | None
     committed: Callable[[list[Any]], None] | None
 

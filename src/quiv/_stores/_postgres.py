@@ -21,23 +21,25 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from quiv._exceptions import DatabaseInitializationError
-from quiv._registry import JOB_COLUMNS
 
 from ._durable import Answers, AnyLogger, Batch, DurableStore
 from ._options import StoreOptions
 from ._postgres_schema import SCHEMA, SCHEMA_LOCK
-from ._postgres_side import PostgresSide
+from ._postgres_side import CONNECT_TIMEOUT, PostgresSide
 from ._postgres_sql import CHANNEL, transaction
-from ._sqlite_schema import JOB_EXTRA, SCHEMA_VERSION
+from ._sqlite_schema import SCHEMA_VERSION, SELECT_JOBS
 
 __all__ = ["PostgresStore"]
 
-_SELECT_JOBS = f"SELECT {', '.join((*JOB_COLUMNS, *JOB_EXTRA))} FROM quiv_jobs"
+#: Seconds one statement of a round may take before the round fails.
+STATEMENT_TIMEOUT = 10.0
 _IN_WINDOW = "(ended_at IS NULL OR ended_at >= ${})"
 
 
 class PostgresStore(DurableStore):
     """Durable, shared schedule and history in a PostgreSQL database."""
+
+    reads_wait = True  # a network round trip, or READ_TIMEOUT if the server is gone
 
     def __init__(self, options: StoreOptions, logger: AnyLogger, worker: Callable[[], str]) -> None:
         super().__init__(options, logger, worker)
@@ -57,7 +59,14 @@ class PostgresStore(DurableStore):
         return self._url.render_as_string(hide_password=True)
 
     async def open(self) -> None:
-        engine = create_async_engine(self._url, pool_size=2, max_overflow=2)
+        engine = create_async_engine(
+            self._url,
+            pool_size=2,
+            max_overflow=2,
+            # A server that stops answering fails the round (it is retried, decided
+            # afresh) instead of holding it, and shutdown, for ever.
+            connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": STATEMENT_TIMEOUT},
+        )
         try:
             async with engine.begin() as connection:
                 await self._check_schema(connection)
@@ -147,15 +156,15 @@ class PostgresStore(DurableStore):
 
     def read_job(self, job_id: str, ended_since: datetime) -> tuple[Any, ...] | None:
         where = f"id = $1 AND {_IN_WINDOW.format(2)}"
-        rows = self._read(f"{_SELECT_JOBS} WHERE {where}", job_id, ended_since.isoformat(" "))
+        rows = self._read(f"{SELECT_JOBS} WHERE {where}", job_id, ended_since.isoformat(" "))
         return rows[0] if rows else None
 
     def read_jobs(self, ended_since: datetime, status: str | None = None) -> list[tuple[Any, ...]]:
         since = ended_since.isoformat(" ")
         if status is None:
-            return self._read(f"{_SELECT_JOBS} WHERE {_IN_WINDOW.format(1)} ORDER BY seq", since)
+            return self._read(f"{SELECT_JOBS} WHERE {_IN_WINDOW.format(1)} ORDER BY seq", since)
         where = f"{_IN_WINDOW.format(1)} AND (status = $2 OR ended_at IS NULL)"
-        return self._read(f"{_SELECT_JOBS} WHERE {where} ORDER BY seq", since, status)
+        return self._read(f"{SELECT_JOBS} WHERE {where} ORDER BY seq", since, status)
 
     async def read_rows(self, table: str) -> list[dict[str, Any]]:
         """Every row of ``"tasks"``, ``"jobs"`` or ``"claims"`` as committed; for tests."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +37,8 @@ _CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 #: Seconds a read waits for the server before the caller is answered from memory
 #: (a read may come from the scheduler's own loop, which must not stall for long).
 READ_TIMEOUT = 2.0
-#: Seconds a (re)connection attempt may take.
+#: Seconds a (re)connection attempt, or a statement of the lease keeper, may take:
+#: a server that stops answering (a network cut) is noticed, not waited for.
 CONNECT_TIMEOUT = 5.0
 _LIVE = "status IN ('scheduled', 'running')"
 
@@ -68,6 +70,9 @@ class PostgresSide:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
+        #: Until this monotonic time reads fail at once: the server did not answer the
+        #: last one, or the lease keeper lost it (set from any thread; a float is atomic).
+        self._unreachable_until = 0.0
         #: Called from this thread when another process announced a change.
         self.changed: Callable[[], None] | None = None
         #: Called from this thread with the jobs it recorded abandoned.
@@ -96,11 +101,15 @@ class PostgresSide:
         loop = self._loop
         if loop is None or loop.is_closed() or self._stopping is None or self._stopping.is_set():
             return []
+        if time.monotonic() < self._unreachable_until:
+            raise ConnectionError("the database did not answer lately; it is being reconnected")
         future = asyncio.run_coroutine_threadsafe(self._read(sql, parameters), loop)
         try:
             return future.result(READ_TIMEOUT)
         except concurrent.futures.TimeoutError:
             future.cancel()
+            # Reads wait no more for a while: each would take READ_TIMEOUT again.
+            self._unreachable_until = time.monotonic() + RECONNECT_MAX_SECONDS
             raise
 
     async def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -179,6 +188,7 @@ class PostgresSide:
                     await self._connect()
                     self._logger.warning("quiv's lease keeper reaches its database again")
                     broken_since, retry = None, RECONNECT_FIRST_SECONDS
+                    self._unreachable_until = 0.0
                     self._notified()  # changes announced meanwhile went unheard
                 if now >= next_renewal:
                     await self._renew(self._leases)
@@ -194,6 +204,7 @@ class PostgresSide:
                     broken_since = now
                 else:
                     retry = min(retry * 2, RECONNECT_MAX_SECONDS)
+                self._unreachable_until = math.inf  # until reconnected: reads fail at once
             wait = REAP_SECONDS if broken_since is None else retry
             try:
                 await asyncio.wait_for(self._stopping.wait(), wait)
@@ -207,6 +218,7 @@ class PostgresSide:
             "AND generation = 1",
             until,
             self._worker(),
+            timeout=CONNECT_TIMEOUT,
         )
 
     async def _reap(self, connection: Any) -> None:
@@ -214,7 +226,7 @@ class PostgresSide:
         now_us = int(now * 1_000_000)
         expired = f"{_LIVE} AND lease_until < $1"
         probe = f"SELECT 1 FROM quiv_jobs WHERE {expired} LIMIT 1"
-        if await connection.fetchval(probe, now_us) is None:
+        if await connection.fetchval(probe, now_us, timeout=CONNECT_TIMEOUT) is None:
             return
         ended = datetime.fromtimestamp(now, timezone.utc).isoformat(" ")
         async with connection.transaction():
@@ -222,6 +234,7 @@ class PostgresSide:
                 f"SELECT id, task_id, attempt, retry_of, worker, started_at FROM quiv_jobs "
                 f"WHERE {expired} FOR UPDATE SKIP LOCKED",
                 now_us,
+                timeout=CONNECT_TIMEOUT,
             )
             for row in rows:
                 try:
@@ -236,12 +249,14 @@ class PostgresSide:
                     duration,
                     f"abandoned: worker {row['worker']} stopped",
                     row["id"],
+                    timeout=CONNECT_TIMEOUT,
                 )
                 await connection.execute(
                     "UPDATE quiv_tasks SET next_due = $1 WHERE id = $2 AND next_due IS NULL "
                     "AND repeats = 1",
                     now_us,
                     row["task_id"],
+                    timeout=CONNECT_TIMEOUT,
                 )
         abandoned = [
             Abandoned(row["id"], row["task_id"], row["attempt"], row["retry_of"], row["worker"])

@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from quiv._registry import JOB_COLUMNS
 
 from ._durable import Answers, Batch
-from ._requests import Cancel, Claim, ClaimResult, Outcome, Poll, Replan, TaskState
-from ._rows import unchanged, verdict
-from ._sqlite_schema import JOB_EXTRA, TASK_STORED
+from ._requests import Cancel, Claim, ClaimResult, Outcome, Poll, Replan, TaskState, Watched
+from ._rows import SPENT_ONE_SHOTS, unchanged, verdict
+from ._sqlite_schema import JOB_EXTRA, SELECT_JOBS, TASK_STORED
 
 __all__ = ["CHANNEL", "transaction"]
 
@@ -242,7 +242,27 @@ async def _cancel(connection: AsyncConnection, request: Cancel) -> None:
     )
 
 
-async def _poll(connection: AsyncConnection, known: frozenset[str], worker: str) -> Poll:
+async def _ended(connection: AsyncConnection, watched: Watched) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    if watched.jobs:
+        where = "id = ANY(CAST(:jobs AS TEXT[])) AND ended_at IS NOT NULL"
+        found = await connection.execute(
+            text(f"{SELECT_JOBS} WHERE {where}"), {"jobs": list(watched.jobs)}
+        )
+        rows += [tuple(row) for row in found]
+    if watched.tasks:
+        where = "task_id = ANY(CAST(:tasks AS TEXT[])) AND ended_at >= :since"
+        found = await connection.execute(
+            text(f"{SELECT_JOBS} WHERE {where}"),
+            {"tasks": list(watched.tasks), "since": watched.since},
+        )
+        rows += [tuple(row) for row in found]
+    return rows
+
+
+async def _poll(
+    connection: AsyncConnection, known: frozenset[str], worker: str, watched: Watched
+) -> Poll:
     rows = await connection.execute(text("SELECT id, next_due, paused FROM quiv_tasks"))
     states = {task_id: TaskState(due, bool(paused)) for task_id, due, paused in rows}
     unknown = sorted(states.keys() - known)
@@ -263,7 +283,8 @@ async def _poll(connection: AsyncConnection, known: frozenset[str], worker: str)
         ),
         {"worker": worker},
     )
-    return Poll(states, foreign, [(job_id, level == 2) for job_id, level in cancels])
+    stops = [(job_id, level == 2) for job_id, level in cancels]
+    return Poll(states, foreign, stops, await _ended(connection, watched))
 
 
 async def transaction(connection: AsyncConnection, batch: Batch) -> Answers:
@@ -309,17 +330,17 @@ async def transaction(connection: AsyncConnection, batch: Batch) -> Answers:
             [_task_values((row[-1], *row[:-1])) for row in batch.task_rows],
         )
     if batch.purge is not None:
-        await connection.execute(
-            text("DELETE FROM quiv_jobs WHERE ended_at < :ended"),
-            {"ended": batch.purge.isoformat(" ")},
-        )
+        cutoff = {
+            "ended": batch.purge.isoformat(" "),
+            "before": int(batch.purge.timestamp() * 1_000_000),
+        }
+        spent = SPENT_ONE_SHOTS.format(before=":before", ended=":ended")
+        await connection.execute(text(spent), cutoff)
+        await connection.execute(text("DELETE FROM quiv_jobs WHERE ended_at < :ended"), cutoff)
         # Claims that old guard nothing: next_due has long moved past them.
-        await connection.execute(
-            text("DELETE FROM quiv_claims WHERE due < :before"),
-            {"before": int(batch.purge.timestamp() * 1_000_000)},
-        )
+        await connection.execute(text("DELETE FROM quiv_claims WHERE due < :before"), cutoff)
     if batch.adoptions or batch.replans or batch.cancels or batch.deleted:
         await connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
     known = batch.known
-    polled = None if known is None else await _poll(connection, known, batch.worker)
+    polled = None if known is None else await _poll(connection, known, batch.worker, batch.watched)
     return adopted, results, polled

@@ -22,6 +22,7 @@ __all__ = [
     "Poll",
     "Replan",
     "TaskState",
+    "Watched",
 ]
 
 
@@ -83,18 +84,34 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Watched:
+    """What ``wait_for_job``/``wait_for_task`` wait for in other processes.
+
+    ``jobs``: ids of jobs another process runs; ``tasks``: ids of tasks whose
+    next end anywhere is awaited since ``since`` (the history's text form).
+    """
+
+    jobs: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    since: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Poll:
     """What other processes changed, read every poll period.
 
     ``states``: every stored task's run state; ``foreign``: the rows (``id,
     task_name, handler, serializer, args, kwargs, definition``) of tasks this
     process does not know; ``cancels``: ``(job id, force)`` of this process's
-    jobs that another process asked to stop.
+    jobs that another process asked to stop; ``ended``: the rows (``SELECT_JOBS``)
+    of the watched jobs that have ended, and of the watched tasks' jobs that
+    ended since the watch began.
     """
 
     states: dict[str, TaskState]
     foreign: list[tuple[Any, ...]]
     cancels: list[tuple[str, bool]]
+    ended: list[tuple[Any, ...]]
 
 
 @dataclass(slots=True)

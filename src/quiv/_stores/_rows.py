@@ -6,7 +6,19 @@ from typing import Any
 
 from ._requests import Claim, Outcome, TaskState
 
-__all__ = ["saved_task_row", "task_row", "unchanged", "verdict"]
+__all__ = ["SPENT_ONE_SHOTS", "saved_task_row", "task_row", "unchanged", "verdict"]
+
+#: Deletes the rows of run-once tasks whose one run is older than the history
+#: (placeholders ``{before}``, a due time in µs, then ``{ended}``, an end time).
+#: The row kept a restart that adds the task again from running it twice; it goes
+#: with the run's history, so that one-off tasks do not pile up in the store.
+SPENT_ONE_SHOTS = (
+    "DELETE FROM quiv_tasks WHERE repeats = 0 AND next_due IS NULL "
+    "AND NOT EXISTS (SELECT 1 FROM quiv_claims c "
+    "WHERE c.task_id = quiv_tasks.id AND c.due >= {before}) "
+    "AND NOT EXISTS (SELECT 1 FROM quiv_jobs j WHERE j.task_id = quiv_tasks.id "
+    "AND (j.ended_at IS NULL OR j.ended_at >= {ended}))"
+)
 
 #: Task fields kept elsewhere (arguments) or that are run state, not definition.
 _NOT_DEFINITION = {"args", "kwargs", "status", "next_run_at"}

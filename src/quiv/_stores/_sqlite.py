@@ -27,10 +27,11 @@ from typing import Any
 import anyio
 
 from quiv._exceptions import DatabaseInitializationError
-from quiv._registry import JOB_COLUMNS
+from quiv._readers import ThreadReaders
 
 from ._durable import Answers, AnyLogger, Batch, DurableStore
 from ._options import StoreOptions
+from ._rows import SPENT_ONE_SHOTS
 from ._sqlite_claims import (
     adopt,
     cancel,
@@ -41,14 +42,13 @@ from ._sqlite_claims import (
     task_update_sql,
 )
 from ._sqlite_leases import LeaseKeeper
-from ._sqlite_schema import JOB_EXTRA, SCHEMA, SCHEMA_VERSION
+from ._sqlite_schema import SCHEMA, SCHEMA_VERSION, SELECT_JOBS
 
 __all__ = ["SQLiteStore"]
 
 #: Seconds a transaction waits for another process's write lock before failing.
 BUSY_TIMEOUT_SECONDS = 5.0
 
-_SELECT_JOBS = f"SELECT {', '.join((*JOB_COLUMNS, *JOB_EXTRA))} FROM quiv_jobs"
 _IN_WINDOW = "(ended_at IS NULL OR ended_at >= ?)"
 
 
@@ -103,8 +103,7 @@ class SQLiteStore(DurableStore):
         self._path = options.path
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one statement stream on the connection at a time
-        self._readers = threading.local()
-        self._reader_list: list[sqlite3.Connection] = []
+        self._readers = ThreadReaders(BUSY_TIMEOUT_SECONDS)
         self._leases: LeaseKeeper | None = None
 
     @property
@@ -211,12 +210,16 @@ class SQLiteStore(DurableStore):
                     connection.executemany(task_update_sql(), batch.task_rows)
                 if batch.purge is not None:
                     ended = batch.purge.isoformat(" ")
+                    before = int(batch.purge.timestamp() * 1_000_000)
+                    spent = SPENT_ONE_SHOTS.format(before="?", ended="?")
+                    connection.execute(spent, (before, ended))
                     connection.execute("DELETE FROM quiv_jobs WHERE ended_at < ?", (ended,))
                     # Claims that old guard nothing: next_due has long moved past them.
-                    before = int(batch.purge.timestamp() * 1_000_000)
                     connection.execute("DELETE FROM quiv_claims WHERE due < ?", (before,))
                 known = batch.known
-                polled = None if known is None else read_poll(connection, known, worker)
+                polled = (
+                    None if known is None else read_poll(connection, known, worker, batch.watched)
+                )
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -234,29 +237,16 @@ class SQLiteStore(DurableStore):
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
-            for reader in self._reader_list:
-                reader.close()
-            self._reader_list.clear()
+        self._readers.close()
 
     # -- reads: synchronous, from any thread -----------------------------------
 
     def _reader(self) -> sqlite3.Connection | None:
-        connection: sqlite3.Connection | None = getattr(self._readers, "connection", None)
-        if connection is None and not self._closed:
-            try:
-                connection = sqlite3.connect(
-                    f"{self._path.resolve().as_uri()}?mode=ro",
-                    uri=True,
-                    timeout=BUSY_TIMEOUT_SECONDS,
-                    check_same_thread=False,
-                )
-            except sqlite3.Error as exc:
-                self._logger.warning("quiv could not read its database %s: %s", self._path, exc)
-                return None
-            self._readers.connection = connection
-            with self._lock:
-                self._reader_list.append(connection)
-        return connection
+        try:
+            return self._readers.connection(self._path)
+        except sqlite3.Error as exc:
+            self._logger.warning("quiv could not read its database %s: %s", self._path, exc)
+            return None
 
     def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         connection = self._reader()
@@ -270,16 +260,16 @@ class SQLiteStore(DurableStore):
 
     def read_job(self, job_id: str, ended_since: datetime) -> tuple[Any, ...] | None:
         rows = self._read(
-            f"{_SELECT_JOBS} WHERE id = ? AND {_IN_WINDOW}", (job_id, ended_since.isoformat(" "))
+            f"{SELECT_JOBS} WHERE id = ? AND {_IN_WINDOW}", (job_id, ended_since.isoformat(" "))
         )
         return rows[0] if rows else None
 
     def read_jobs(self, ended_since: datetime, status: str | None = None) -> list[tuple[Any, ...]]:
         since = ended_since.isoformat(" ")
         if status is None:
-            return self._read(f"{_SELECT_JOBS} WHERE {_IN_WINDOW} ORDER BY rowid", (since,))
+            return self._read(f"{SELECT_JOBS} WHERE {_IN_WINDOW} ORDER BY rowid", (since,))
         where = f"{_IN_WINDOW} AND (status = ? OR ended_at IS NULL)"
-        return self._read(f"{_SELECT_JOBS} WHERE {where} ORDER BY rowid", (since, status))
+        return self._read(f"{SELECT_JOBS} WHERE {where} ORDER BY rowid", (since, status))
 
     async def read_rows(self, table: str) -> list[dict[str, Any]]:
         """Every row of ``"tasks"``, ``"jobs"`` or ``"claims"`` as committed; for tests."""

@@ -20,9 +20,9 @@ from typing import Any
 
 from quiv._registry import JOB_COLUMNS
 
-from ._requests import Cancel, Claim, ClaimResult, Outcome, Poll, Replan, TaskState
+from ._requests import Cancel, Claim, ClaimResult, Outcome, Poll, Replan, TaskState, Watched
 from ._rows import unchanged, verdict
-from ._sqlite_schema import JOB_EXTRA, TASK_STORED
+from ._sqlite_schema import JOB_EXTRA, SELECT_JOBS, TASK_STORED
 
 __all__ = [
     "FIRST_GENERATION",
@@ -167,7 +167,23 @@ def cancel(connection: sqlite3.Connection, request: Cancel) -> None:
     )
 
 
-def read_poll(connection: sqlite3.Connection, known: frozenset[str], worker: str) -> Poll:
+def _ended(connection: sqlite3.Connection, watched: Watched) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    if watched.jobs:
+        marks = ", ".join("?" for _ in watched.jobs)
+        where = f"id IN ({marks}) AND ended_at IS NOT NULL"
+        rows += connection.execute(f"{SELECT_JOBS} WHERE {where}", watched.jobs).fetchall()
+    if watched.tasks:
+        marks = ", ".join("?" for _ in watched.tasks)
+        where = f"task_id IN ({marks}) AND ended_at >= ?"
+        parameters = (*watched.tasks, watched.since)
+        rows += connection.execute(f"{SELECT_JOBS} WHERE {where}", parameters).fetchall()
+    return rows
+
+
+def read_poll(
+    connection: sqlite3.Connection, known: frozenset[str], worker: str, watched: Watched
+) -> Poll:
     """What other processes changed (see ``Poll``)."""
     states = {
         task_id: TaskState(next_due, bool(paused))
@@ -191,4 +207,4 @@ def read_poll(connection: sqlite3.Connection, known: frozenset[str], worker: str
             (worker,),
         )
     ]
-    return Poll(states, foreign, cancels)
+    return Poll(states, foreign, cancels, _ended(connection, watched))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from quiv._registry import JOB_COLUMNS
 
-__all__ = ["JOB_EXTRA", "SCHEMA", "SCHEMA_VERSION", "TASK_STORED"]
+__all__ = ["JOB_EXTRA", "SCHEMA", "SCHEMA_VERSION", "SELECT_JOBS", "TASK_STORED"]
 
 #: Raised whenever the tables change in a way older code could not read.
 SCHEMA_VERSION = 1
@@ -30,6 +30,8 @@ TASK_STORED = (
     "max_retries",
 )
 JOB_EXTRA = ("worker", "progress")
+#: The job columns history reads return (``job_from_row`` reads them back).
+SELECT_JOBS = f"SELECT {', '.join((*JOB_COLUMNS, *JOB_EXTRA))} FROM quiv_jobs"
 
 
 def schema(*, blob: str, big: str, job_head: str, job_columns: str) -> tuple[str, ...]:
