@@ -1,7 +1,7 @@
 """``Quiv``: the blocking facade over ``AsyncQuiv``.
 
 The facade owns no scheduling logic. ``start()`` runs an ``AsyncQuiv`` on a
-private event loop in a daemon thread (an anyio blocking portal), and every
+private event loop in a daemon thread of its own (``anyio.run``), and every
 method forwards to the core's code for the coroutine of the same name. The
 core's methods never suspend, so forwarding is mechanical and depends only on
 the calling thread:
