@@ -632,8 +632,7 @@ class AsyncQuiv:
             InvalidTimezoneError: if ``timezone`` is unknown.
             SchedulerClosedError: after shutdown.
         """
-        self._check_usable()
-        task, wait = self._new_task(
+        return await self._add_task(
             task_name,
             func,
             interval,
@@ -643,47 +642,56 @@ class AsyncQuiv:
             args,
             kwargs,
             progress_callback,
-            cron=cron,
-            run_at=run_at,
-            trigger=trigger,
-            timezone=timezone,
-            jitter=jitter,
-            misfire_grace=misfire_grace,
-            coalesce=coalesce,
-            max_instances=max_instances,
-            max_retries=max_retries,
-            retry_backoff=retry_backoff,
-            retry_backoff_max=retry_backoff_max,
-            timeout=timeout,
-            task_id=task_id,
+            cron,
+            run_at,
+            trigger,
+            timezone,
+            jitter,
+            misfire_grace,
+            coalesce,
+            max_instances,
+            max_retries,
+            retry_backoff,
+            retry_backoff_max,
+            timeout,
+            task_id,
         )
+
+    async def _add_task(self, *values: Any) -> str:
+        """:meth:`add_task` on the loop (or before it runs), its arguments all positional.
+
+        Positional all the way down: keyword arguments cost a sync facade
+        call, which passes them on twice, several microseconds.
+        """
+        self._check_usable()
+        task, wait = self._new_task(*values)
         return _now(self._decide_add(task, wait, deferred=False))
 
     def _new_task(
         self,
-        task_name: str,
-        func: Handler,
-        interval: float | None = None,
-        delay: float = 0,
-        run_once: bool = False,
-        fixed_interval: bool = True,
-        args: tuple[Any, ...] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        progress_callback: ProgressCallback | None = None,
-        *,
-        cron: str | None = None,
-        run_at: datetime | None = None,
-        trigger: Trigger | None = None,
-        timezone: str | tzinfo | None = None,
-        jitter: float = 0,
-        misfire_grace: float | None = None,
-        coalesce: bool = True,
-        max_instances: int = 1,
-        max_retries: int = 0,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 300.0,
-        timeout: float | None = None,
-        task_id: str | None = None,
+        task_name: object,
+        func: Any,
+        interval: object,
+        delay: object,
+        run_once: object,
+        fixed_interval: object,
+        args: object,
+        kwargs: object,
+        progress_callback: object,
+        cron: object,
+        run_at: object,
+        trigger: object,
+        timezone: object,
+        jitter: object,
+        misfire_grace: object,
+        coalesce: object,
+        max_instances: object,
+        max_retries: object,
+        retry_backoff: object,
+        retry_backoff_max: object,
+        timeout: object,
+        task_id: object,
+        /,
     ) -> tuple[TaskEntry, float]:
         """Validate ``add_task``'s arguments (in any thread); the new task and its delay."""
         self._check_not_closed()
@@ -715,13 +723,13 @@ class AsyncQuiv:
             task.portable = portable(func, task.args_copy, task.kwargs_copy, options.serializer)
         return task, wait
 
-    def _add_task_nowait(self, *args: Any, **kwargs: Any) -> str:
+    def _add_task_nowait(self, *values: Any) -> str:
         """:meth:`add_task` from another thread: validated here, applied on the loop later.
 
-        Takes exactly :meth:`_new_task`'s arguments; the facade's own ``add_task``
-        carries the typed signature.
+        Takes :meth:`add_task`'s arguments, all positional, in its order; the
+        facade's own ``add_task`` carries the typed signature.
         """
-        task, wait = self._new_task(*args, **kwargs)
+        task, wait = self._new_task(*values)
         return self._later(lambda: self._decide_add(task, wait, deferred=True))
 
     def _run_task_immediately_nowait(self, task_id: str) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import inspect
 import pickle
 import threading
@@ -102,17 +101,9 @@ def injected_names(func: Callable[..., Any]) -> frozenset[str]:
     )
 
 
-@functools.lru_cache(maxsize=512)  # the same handler is often added many times
-def _cached_traits(func: Callable[..., Any]) -> tuple[bool, frozenset[str]]:
-    return is_async_callable(func), injected_names(func)
-
-
 def handler_traits(func: Callable[..., Any]) -> tuple[bool, frozenset[str]]:
-    """``(is_async, injected_names)`` for a handler, inspected once per handler."""
-    try:
-        return _cached_traits(func)
-    except TypeError:  # unhashable callable: inspect it every time
-        return is_async_callable(func), injected_names(func)
+    """``(is_async, injected_names)`` for a handler (``_validation`` caches it per handler)."""
+    return is_async_callable(func), injected_names(func)
 
 
 def _failure(exc: BaseException, context: str = "") -> Outcome:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from typing import cast
 
 from ._exceptions import ConfigurationError
 
@@ -82,11 +83,17 @@ MIN_INTERVAL = 0.001
 
 
 def _finite_number(value: object, what: str) -> float:
-    # bool is an int subclass; ``interval=True`` is a bug, not one second.
-    if isinstance(value, bool) or not isinstance(value, Real):
+    # bool is an int subclass; ``interval=True`` is a bug, not one second. A plain
+    # int or float (nearly every call) skips the slower check against ``Real``.
+    kind = type(value)
+    if (
+        kind is not float
+        and kind is not int
+        and (isinstance(value, bool) or not isinstance(value, Real))
+    ):
         raise ConfigurationError(f"{what} must be a number of seconds, got {value!r}")
     try:
-        number = float(value)
+        number = float(cast(Real, value))  # an int, a float or another Real: checked above
     except OverflowError:  # an int (or Fraction) beyond float's range
         number = math.inf
     except Exception as exc:  # a Real subclass whose __float__ is broken

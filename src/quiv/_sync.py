@@ -1,7 +1,7 @@
 """``Quiv``: the blocking facade over ``AsyncQuiv``.
 
 The facade owns no scheduling logic. ``start()`` runs an ``AsyncQuiv`` on a
-private event loop in a daemon thread (an anyio blocking portal), and every
+private event loop in a daemon thread of its own (``anyio.run``), and every
 method forwards to the core's code for the coroutine of the same name. The
 core's methods never suspend, so forwarding is mechanical and depends only on
 the calling thread:
@@ -43,14 +43,13 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures import wait as wait_for_futures
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import datetime, tzinfo
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from anyio.abc import TaskStatus
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import BlockingPortal
 
 from ._clock import Clock
 from ._config import QuivConfig
@@ -191,8 +190,8 @@ class Quiv:
         self._portal: BlockingPortal | None = None
         self._inbox: Inbox | None = None  # the way onto the private loop, while open
         self._in_flight: set[Future[Any]] = set()  # calls handed to that loop
-        self._stack: ExitStack | None = None
-        self._held: Future[None] | None = None  # the portal task holding the core open
+        self._thread: threading.Thread | None = None  # the private loop's
+        self._held: Future[None] | None = None  # done when that loop has ended
         self._closing: anyio.Event | None = None  # set to make that task close the core
         self._loop_thread: int | None = None
 
@@ -218,24 +217,53 @@ class Quiv:
                 self._core._adopt_main_loop(asyncio.get_running_loop())
             except RuntimeError:
                 pass  # no host loop: callbacks run on the private loop
-            with ExitStack() as stack:
-                portal = stack.enter_context(start_blocking_portal())
-                self._held, (self._loop_thread, self._closing) = portal.start_task(self._hold_open)
-                self._stack = stack.pop_all()
+            # A thread of our own whose loop runs the core from its first step:
+            # one hand-off to start and one join to stop, where a blocking portal
+            # with the core as one of its tasks costs two round trips more.
+            started: Future[tuple[BlockingPortal, anyio.Event]] = Future()
+            held: Future[None] = Future()
+            thread = threading.Thread(
+                target=self._run_loop, args=(started, held), name="quiv-loop", daemon=True
+            )
+            thread.start()
+            try:
+                portal, closing = started.result()
+            except BaseException:
+                if not started.done() or started.exception() is None:  # an interrupt
+                    with suppress(BaseException):  # once the core is open, close it again
+                        portal, closing = started.result()
+                        portal.call(closing.set)
+                thread.join()  # the core failed to start, or has closed again
+                raise
+            self._thread, self._held, self._closing = thread, held, closing
+            self._loop_thread = thread.ident
             self._portal = portal
             self._inbox = self._core._engine.inbox
             self._state = _State.OPEN
             _running.add(self)
 
-    async def _hold_open(self, *, task_status: TaskStatus[tuple[int, anyio.Event]]) -> None:
-        """Keep the core open, on the private loop, until the event it reports is set.
+    def _run_loop(
+        self, started: Future[tuple[BlockingPortal, anyio.Event]], held: Future[None]
+    ) -> None:
+        """The private loop thread: run the core until told to close; report how it ended."""
+        try:
+            anyio.run(self._hold_open, started, backend="asyncio")
+        except BaseException as exc:  # the core's failure, to whoever waits for it
+            (held if started.done() else started).set_exception(exc)
+        else:
+            held.set_result(None)
 
-        It also reports the loop's thread, which it names.
+    async def _hold_open(self, started: Future[tuple[BlockingPortal, anyio.Event]]) -> None:
+        """Keep the core open until the event it reports is set.
+
+        The portal beside it serves the odd call that needs a task of its own
+        on the loop (tests use it; the facade's calls go through the inbox).
         """
-        threading.current_thread().name = "quiv-loop"
         closing = anyio.Event()
-        async with self._core:
-            task_status.started((threading.get_ident(), closing))
+        # The core outside the portal: its own failure is raised as it is, not
+        # wrapped in the portal's task group.
+        async with self._core, BlockingPortal() as portal:
+            started.set_result((portal, closing))
             await closing.wait()
 
     def startup(self) -> None:
@@ -263,16 +291,16 @@ class Quiv:
                 self._state = _State.CLOSED
                 self._core._close_unopened()
                 return
-            stack, self._stack = self._stack, None
-            held, closing, self._held, self._closing = self._held, self._closing, None, None
+            thread, held, closing = self._thread, self._held, self._closing
+            self._thread = self._held = self._closing = None
             self._state = _State.CLOSING
             try:
                 if held is not None and closing is not None and self._portal is not None:
                     self._close_core(self._portal, held, closing)
             finally:
                 try:
-                    if stack is not None:
-                        stack.close()
+                    if thread is not None:
+                        thread.join()  # the loop is closed: nothing of it is left running
                 finally:
                     self._state = _State.CLOSED
                     self._portal = self._inbox = None
@@ -284,9 +312,13 @@ class Quiv:
     def _close_core(self, portal: BlockingPortal, held: Future[None], closing: anyio.Event) -> None:
         """Close the core and wait for it; an interrupt of the wait makes it hurry."""
         # One hop, behind the writes still queued (they are applied first), not a
-        # round trip; the portal is the way only if the inbox is closed already.
+        # round trip; the portal is the way only if the inbox is closed already
+        # (and the portal too, if the core has ended by itself: nothing to tell).
         if not self._core._engine.inbox.submit(closing.set):
-            portal.call(closing.set)
+            try:
+                portal.call(closing.set)
+            except RuntimeError:  # the portal has stopped: the core has ended
+                pass
         try:
             wait_for_futures([held])
         except BaseException:  # KeyboardInterrupt: stop waiting for the jobs
@@ -418,25 +450,33 @@ class Quiv:
         task_id: str | None = None,
     ) -> str:
         """Blocking form of :meth:`AsyncQuiv.add_task`; returns without waiting for the loop."""
-        positional = (task_name, func, interval, delay, run_once, fixed_interval, args, kwargs)
-        options: dict[str, Any] = {
-            "cron": cron,
-            "run_at": run_at,
-            "trigger": trigger,
-            "timezone": timezone,
-            "jitter": jitter,
-            "misfire_grace": misfire_grace,
-            "coalesce": coalesce,
-            "max_instances": max_instances,
-            "max_retries": max_retries,
-            "retry_backoff": retry_backoff,
-            "retry_backoff_max": retry_backoff_max,
-            "timeout": timeout,
-            "task_id": task_id,
-        }
+        values = (
+            task_name,
+            func,
+            interval,
+            delay,
+            run_once,
+            fixed_interval,
+            args,
+            kwargs,
+            progress_callback,
+            cron,
+            run_at,
+            trigger,
+            timezone,
+            jitter,
+            misfire_grace,
+            coalesce,
+            max_instances,
+            max_retries,
+            retry_backoff,
+            retry_backoff_max,
+            timeout,
+            task_id,
+        )
         if self._from_thread():
-            return self._core._add_task_nowait(*positional, progress_callback, **options)
-        return self._call(lambda: self._core.add_task(*positional, progress_callback, **options))
+            return self._core._add_task_nowait(*values)
+        return self._call(self._core._add_task, *values)
 
     def update_task(
         self,

@@ -7,6 +7,7 @@ for an unusable handler or progress callback), so a refused call changes nothing
 
 from __future__ import annotations
 
+import functools
 import inspect
 import pickle
 from datetime import datetime, tzinfo
@@ -59,13 +60,26 @@ def _pickled(value: object, what: str) -> tuple[bytes, Any]:
     return blob, copy
 
 
+def _inspect(func: Any) -> tuple[bool, bool, frozenset[str]]:
+    """Whether ``func`` is a generator function, whether it is async, what it takes injected."""
+    generator = inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func)
+    is_async, injected = handler_traits(func)
+    return generator, is_async, injected
+
+
+#: The same handler is often added many times: it is inspected once.
+_inspect_cached = functools.lru_cache(maxsize=512)(_inspect)
+
+
 def check_func(func: object) -> tuple[bool, frozenset[str]]:
     """Validate a handler; return whether it is async and the names it takes injected."""
     if not callable(func):
         raise HandlerRegistrationError(f"func must be callable, got {func!r}")
     try:
-        generator = inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func)
-        traits = handler_traits(func)
+        try:
+            generator, is_async, injected = _inspect_cached(func)
+        except TypeError:  # unhashable callable: inspect it every time
+            generator, is_async, injected = _inspect(func)
     except Exception as exc:  # e.g. a __getattr__ that raises more than AttributeError
         raise HandlerRegistrationError(
             f"func cannot be inspected: {type(exc).__name__}: {exc}"
@@ -75,7 +89,7 @@ def check_func(func: object) -> tuple[bool, frozenset[str]]:
             f"func must be a function, not a generator function ({func!r}): "
             "calling it would only create a generator and run none of its body"
         )
-    return traits
+    return is_async, injected
 
 
 def check_name(task_name: object) -> str:
@@ -84,25 +98,32 @@ def check_name(task_name: object) -> str:
     return task_name
 
 
+#: The pickles of no arguments, which nearly every task has: made once.
+_NO_ARGS = pickle.dumps((), protocol=pickle.HIGHEST_PROTOCOL)
+_NO_KWARGS = pickle.dumps({}, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def check_args(args: object) -> tuple[bytes, tuple[Any, ...]]:
     """Validated ``args``: the pickle and one copy loaded back."""
-    if args is not None and not isinstance(args, tuple):
+    if args is None or (type(args) is tuple and not args):
+        return _NO_ARGS, ()
+    if not isinstance(args, tuple):
         raise ConfigurationError(f"args must be a tuple or None, got {type(args).__name__}")
-    return _pickled(args or (), "args")
+    return _pickled(args, "args")
 
 
 def check_kwargs(kwargs: object) -> tuple[bytes, dict[str, Any]]:
     """Validated ``kwargs``: the pickle and one copy loaded back."""
-    if kwargs is not None:
-        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-            raise ConfigurationError("kwargs must be a dict with str keys, or None")
-        clash = sorted(INJECTABLE.intersection(kwargs))
-        if clash:
-            raise ConfigurationError(
-                f"kwargs may not set {', '.join(clash)}: quiv injects those names itself"
-            )
-    empty: dict[str, Any] = {}
-    return _pickled(kwargs or empty, "kwargs")
+    if kwargs is None or (type(kwargs) is dict and not kwargs):
+        return _NO_KWARGS, {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise ConfigurationError("kwargs must be a dict with str keys, or None")
+    clash = sorted(INJECTABLE.intersection(kwargs))
+    if clash:
+        raise ConfigurationError(
+            f"kwargs may not set {', '.join(clash)}: quiv injects those names itself"
+        )
+    return _pickled(kwargs, "kwargs")
 
 
 def check_progress_callback(progress_callback: object) -> None:

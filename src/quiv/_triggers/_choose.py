@@ -26,17 +26,9 @@ def choose_trigger(
     Raises:
         ConfigurationError: unless exactly one of them is given, or if it is invalid.
     """
-    given = [
-        name
-        for name, value in (
-            ("interval", interval),
-            ("cron", cron),
-            ("run_at", run_at),
-            ("trigger", trigger),
-        )
-        if value is not None
-    ]
-    if len(given) != 1:
+    if (interval is None) + (cron is None) + (run_at is None) + (trigger is None) != 3:
+        named = (("interval", interval), ("cron", cron), ("run_at", run_at), ("trigger", trigger))
+        given = [name for name, value in named if value is not None]
         which = ", ".join(given) if given else "none"
         raise ConfigurationError(
             f"give exactly one of interval, cron, run_at or trigger (given: {which})"
