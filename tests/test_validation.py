@@ -135,7 +135,9 @@ def test_arguments_are_copies_that_survived_pickling() -> None:
             "fixed_interval must be a bool",
         ),
         ({"args": [1]}, "args must be a tuple or None, got list"),
+        ({"args": []}, "args must be a tuple or None, got list"),  # empty, yet not a tuple
         ({"kwargs": [("a", 1)]}, "kwargs must be a dict with str keys"),
+        ({"kwargs": []}, "kwargs must be a dict with str keys"),
         ({"kwargs": {1: "a"}}, "kwargs must be a dict with str keys"),
         ({"kwargs": {"a": 1, 2: "b"}}, "kwargs must be a dict with str keys"),
         ({"kwargs": {"_job_id": "x"}}, "kwargs may not set _job_id: quiv injects"),
