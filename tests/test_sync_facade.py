@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from _support import SyncRecorder, noop
 from quiv import (
+    AsyncQuiv,
     Event,
     Job,
     JobStatus,
@@ -45,6 +47,37 @@ def test_start_is_idempotent_and_shutdown_cleans_up() -> None:
         scheduler.get_task(task_id)
     with pytest.raises(SchedulerClosedError):
         scheduler.start()
+
+
+def test_ctrl_c_while_start_waits_closes_the_core_and_leaves_no_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Ctrl-C that lands while ``start()`` waits for the core: the core is closed
+    once open, its loop thread ends, and the interrupt reaches the caller."""
+    entered = threading.Event()
+    enter = AsyncQuiv.__aenter__
+
+    async def slow_enter(self: AsyncQuiv) -> AsyncQuiv:
+        entered.set()
+        await anyio.sleep(0.5)  # the interrupt lands meanwhile
+        return await enter(self)
+
+    monkeypatch.setattr(AsyncQuiv, "__aenter__", slow_enter)
+    scheduler = Quiv()
+    main = threading.main_thread().ident
+    assert main is not None and threading.get_ident() == main
+
+    def interrupt() -> None:
+        assert entered.wait(10)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt).start()
+    with pytest.raises(KeyboardInterrupt):
+        scheduler.start()
+    assert [t.name for t in threading.enumerate() if t.name == "quiv-loop"] == []
+    with pytest.raises(SchedulerClosedError):
+        scheduler.start()
+    scheduler.shutdown()  # nothing left to do, and no error
 
 
 def test_shutdown_before_start_closes_it() -> None:
