@@ -103,6 +103,9 @@ def _run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
     )
 
 
+#: Seconds an interrupted ``start()`` waits for the loop thread to report the core
+#: open (so that it can close it again) before it leaves that thread to itself.
+START_REPORT_SECONDS = 10.0
 #: Facades started and not yet shut down, stopped at interpreter exit.
 _running: weakref.WeakSet[Quiv] = weakref.WeakSet()
 #: Set once a Ctrl-C cut a shutdown short: exiting then waits for nothing more.
@@ -225,22 +228,27 @@ class Quiv:
             thread = threading.Thread(
                 target=self._run_loop, args=(started, held), name="quiv-loop", daemon=True
             )
-            thread.start()
             try:
+                thread.start()  # an interrupt may land here too, with the thread running
                 portal, closing = started.result()
+                self._thread, self._held, self._closing = thread, held, closing
+                self._loop_thread = thread.ident
+                self._portal = portal
+                self._inbox = self._core._engine.inbox
+                self._state = _State.OPEN
+                _running.add(self)
             except BaseException:
                 if not started.done() or started.exception() is None:  # an interrupt
                     with suppress(BaseException):  # once the core is open, close it again
-                        portal, closing = started.result()
+                        portal, closing = started.result(START_REPORT_SECONDS)
                         portal.call(closing.set)
-                thread.join()  # the core failed to start, or has closed again
+                if started.done():  # else the thread never ran: nothing to wait for
+                    thread.join()  # the core failed to start, or has closed again
+                self._thread = self._held = self._closing = self._portal = self._inbox = None
+                self._loop_thread = None
+                self._state = _State.UNOPENED
+                _running.discard(self)
                 raise
-            self._thread, self._held, self._closing = thread, held, closing
-            self._loop_thread = thread.ident
-            self._portal = portal
-            self._inbox = self._core._engine.inbox
-            self._state = _State.OPEN
-            _running.add(self)
 
     def _run_loop(
         self, started: Future[tuple[BlockingPortal, anyio.Event]], held: Future[None]
