@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -82,11 +84,20 @@ async def _decide(store: DurableStore, claims: list[Claim], now_us: int) -> list
     return results
 
 
-async def test_a_round_of_mixed_claims_is_decided_claim_by_claim(store: str) -> None:
+@asynccontextmanager
+async def _opened(store: str) -> AsyncIterator[DurableStore]:
+    """The durable store at ``store``, open (as a scheduler's would be) until the end."""
     backend = open_store(store_options(store, "json", 30, 10), logging.getLogger("test"))
     assert isinstance(backend, DurableStore)
     await backend.open()
     try:
+        yield backend
+    finally:
+        await backend._dispose()
+
+
+async def test_a_round_of_mixed_claims_is_decided_claim_by_claim(store: str) -> None:
+    async with _opened(store) as backend:
         now = int(time.time()) * SECOND
         due = now - SECOND
         _task(store, "a", due)  # claimed twice in one round: now, then its next due time
@@ -123,8 +134,6 @@ async def test_a_round_of_mixed_claims_is_decided_claim_by_claim(store: str) -> 
             _claim("a", due + 10 * SECOND, "a3", most=2),  # the same occurrence again
         ]
         results = await _decide(backend, claims, now)
-    finally:
-        await backend._dispose()
 
     following = due + 10 * SECOND
     assert [(result.outcome, result.state) for result in results] == [
@@ -164,10 +173,7 @@ async def test_a_round_of_mixed_claims_is_decided_claim_by_claim(store: str) -> 
 
 
 async def test_misfire_grace_is_counted_in_microseconds_from_the_due_time(store: str) -> None:
-    backend = open_store(store_options(store, "json", 30, 10), logging.getLogger("test"))
-    assert isinstance(backend, DurableStore)
-    await backend.open()
-    try:
+    async with _opened(store) as backend:
         now = int(time.time()) * SECOND
         lateness = {"on-time": 0, "half": SECOND // 2, "edge": SECOND, "past": SECOND + 1}
         for task_id, late in lateness.items():
@@ -177,8 +183,6 @@ async def test_misfire_grace_is_counted_in_microseconds_from_the_due_time(store:
             for task_id, late in lateness.items()
         ]
         results = await _decide(backend, claims, now)
-    finally:
-        await backend._dispose()
     outcomes = {
         claim.task_id: result.outcome for claim, result in zip(claims, results, strict=True)
     }

@@ -3,8 +3,9 @@
 The facade owns no scheduling logic. ``start()`` runs an ``AsyncQuiv`` on a
 private event loop in a daemon thread of its own (``anyio.run``), and every
 method forwards to the core's code for the coroutine of the same name. The
-core's methods never suspend, so forwarding is mechanical and depends only on
-the calling thread:
+core's methods never suspend (but for history reads from a store across a
+network, below), so forwarding is mechanical and depends only on the calling
+thread:
 
 * any ordinary thread (a script, a threadpool worker, a sync handler): a write
   whose result the caller can know (``add_task``, ``pause_task`` ...) is
@@ -13,10 +14,13 @@ the calling thread:
   wait for the loop. Any other call is queued there too, run inline inside the
   inbox task on the private loop, after the writes queued before it, and its
   result or exception handed back through a future. Calls from many threads
-  that arrive together share one wake-up of the loop;
+  that arrive together share one wake-up of the loop. With a store whose
+  reads wait on a network (PostgreSQL), each such call runs as a task of its
+  own instead, so a read waits in a worker thread and the loop goes on;
 * the private loop's own thread (inside an async handler, a listener or a
   callback quiv runs there): waiting would deadlock, so the coroutine is
-  driven inline, right there;
+  driven inline, right there (a read from a store across a network waits
+  right there too);
 * before ``start()``: inline as well, so tasks can be added up front.
 
 A host event loop (FastAPI's) only ever receives callbacks, fire-and-forget;
